@@ -1,0 +1,371 @@
+//! Configuration shared by the operator (it embeds these types in the `IngestPipeline`
+//! custom resource) and the pods (they read them from the pipeline's ConfigMap and
+//! from flags). Doc comments become `kubectl explain` text, so they are written for users.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A configuration value that cannot work, with what to fix.
+#[derive(Debug, Error, PartialEq)]
+#[error("invalid {field}: {problem}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// Settings of the synthetic event generator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GeneratorConfig {
+    /// Events written per second; 0 writes as fast as the disk allows.
+    pub events_per_second: u64,
+    /// A file is closed once it holds this many rows.
+    #[schemars(range(min = 1))]
+    pub rows_per_file: u64,
+    /// A file is also closed after this many seconds even if not full, so a slow trickle
+    /// of events still lands promptly; 0 turns the time limit off.
+    #[schemars(range(min = 0.0))]
+    pub seconds_per_file: f64,
+    /// Share of deliberately bad rows, from 0.0 (none) to 1.0 (all).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub bad_row_share: f64,
+    /// Seed of the random generator: the same seed and options give byte-identical files.
+    pub seed: u64,
+    /// Stop after writing this many rows; unset runs until stopped.
+    pub total_rows: Option<u64>,
+    /// Stop after writing this many files; unset runs until stopped.
+    pub total_files: Option<u64>,
+    /// Pause writing while the landing directory holds more than this many unprocessed files.
+    #[schemars(range(min = 1))]
+    pub max_pending_files: u64,
+    /// Pause writing while unprocessed files in the landing directory exceed this many bytes.
+    #[schemars(range(min = 1))]
+    pub max_pending_bytes: u64,
+    /// Share of viewing sessions in which the user adds a product to the cart.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub view_to_cart_rate: f64,
+    /// Share of add-to-cart events followed by a purchase.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub cart_to_purchase_rate: f64,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            events_per_second: 1_000,
+            rows_per_file: 10_000,
+            seconds_per_file: 1.0,
+            bad_row_share: 0.01,
+            seed: 1,
+            total_rows: None,
+            total_files: None,
+            max_pending_files: 1_000,
+            max_pending_bytes: 1 << 30,
+            view_to_cart_rate: 0.3,
+            cart_to_purchase_rate: 0.5,
+        }
+    }
+}
+
+impl GeneratorConfig {
+    /// Checks what the schema cannot express; returns the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.rows_per_file == 0 {
+            return Err(invalid("rowsPerFile", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.bad_row_share) {
+            return Err(invalid(
+                "badRowShare",
+                format!("{} is outside 0.0..=1.0", self.bad_row_share),
+            ));
+        }
+        if !self.seconds_per_file.is_finite() || self.seconds_per_file < 0.0 {
+            return Err(invalid("secondsPerFile", "must be a number ≥ 0"));
+        }
+        for (field, rate) in [
+            ("viewToCartRate", self.view_to_cart_rate),
+            ("cartToPurchaseRate", self.cart_to_purchase_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(invalid(field, format!("{rate} is outside 0.0..=1.0")));
+            }
+        }
+        if self.max_pending_files == 0 || self.max_pending_bytes == 0 {
+            return Err(invalid(
+                "maxPendingFiles/maxPendingBytes",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// When a micro-batch closes: whichever limit is reached first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BatchLimits {
+    /// Most files in one batch.
+    #[schemars(range(min = 1))]
+    pub max_files: u64,
+    /// Most rows in one batch (estimated from file sizes before parsing).
+    #[schemars(range(min = 1))]
+    pub max_rows: u64,
+    /// Most bytes of input in one batch.
+    #[schemars(range(min = 1))]
+    pub max_bytes: u64,
+    /// After the first file of a batch is seen, wait at most this many milliseconds for
+    /// more before processing. Small values give low latency, larger ones bigger batches.
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_files: 256,
+            max_rows: 250_000,
+            max_bytes: 64 << 20,
+            max_wait_ms: 5,
+        }
+    }
+}
+
+/// What happens to a landing file after its rows are committed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AfterCommit {
+    /// Move it into `archive/YYYY-MM-DD/` under the landing directory.
+    #[default]
+    Archive,
+    /// Delete it.
+    Delete,
+    /// Leave it where it is (the ledger still prevents a second load).
+    Keep,
+}
+
+/// Settings of the ingestion workers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerConfig {
+    /// Micro-batch limits.
+    pub batch: BatchLimits,
+    /// What to do with a file once it is committed.
+    pub after_commit: AfterCommit,
+    /// Archived files older than this many hours are deleted; 0 keeps them forever.
+    pub archive_retention_hours: u64,
+    /// Skip rows whose event_id is already stored (counted as duplicates) instead of
+    /// storing them again. Off by default: it costs an index lookup per row.
+    pub dedupe_by_event_id: bool,
+    /// Rows whose event_time is further than this many seconds in the future are rejected.
+    pub future_tolerance_seconds: u64,
+    /// Interval of the periodic directory listing that backs up file-system notifications
+    /// (needed on network file systems without inotify), in milliseconds.
+    #[schemars(range(min = 10))]
+    pub poll_interval_ms: u64,
+    /// A claim on a file by a worker that has not renewed it for this many seconds is
+    /// considered orphaned and taken over by another worker.
+    #[schemars(range(min = 1))]
+    pub claim_timeout_seconds: u64,
+    /// On SIGTERM, how long the batch in flight may take to finish before it is abandoned
+    /// (it is replayed on restart).
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch: BatchLimits::default(),
+            after_commit: AfterCommit::Archive,
+            archive_retention_hours: 168,
+            dedupe_by_event_id: false,
+            future_tolerance_seconds: 86_400,
+            poll_interval_ms: 1_000,
+            claim_timeout_seconds: 30,
+            shutdown_grace_seconds: 20,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks what the schema cannot express; returns the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let b = &self.batch;
+        if b.max_files == 0 || b.max_rows == 0 || b.max_bytes == 0 {
+            return Err(invalid(
+                "batch",
+                "maxFiles, maxRows and maxBytes must each be at least 1",
+            ));
+        }
+        if self.poll_interval_ms < 10 {
+            return Err(invalid("pollIntervalMs", "must be at least 10"));
+        }
+        if self.claim_timeout_seconds == 0 {
+            return Err(invalid("claimTimeoutSeconds", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// How the worker's connection to PostgreSQL is protected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it, plain otherwise (PostgreSQL's default).
+    #[default]
+    Prefer,
+    /// TLS, without checking the server certificate.
+    Require,
+    /// TLS, checking the certificate chain and that it names the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Table names in PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TableNames {
+    /// Table receiving valid rows.
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub events: String,
+    /// Table receiving rejected rows with their reasons.
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub quarantine: String,
+}
+
+impl Default for TableNames {
+    fn default() -> Self {
+        TableNames {
+            events: "events".into(),
+            quarantine: "quarantine".into(),
+        }
+    }
+}
+
+impl TableNames {
+    /// Table names are spliced into SQL, so only plain lower-case identifiers are allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, name) in [
+            ("tables.events", &self.events),
+            ("tables.quarantine", &self.quarantine),
+        ] {
+            if !is_plain_identifier(name) {
+                return Err(invalid(
+                    field,
+                    format!("{name:?} must match ^[a-z_][a-z0-9_]{{0,62}}$"),
+                ));
+            }
+        }
+        if self.events == self.quarantine {
+            return Err(invalid("tables", "events and quarantine must differ"));
+        }
+        Ok(())
+    }
+}
+
+/// True for identifiers that need no quoting in PostgreSQL: `^[a-z_][a-z0-9_]{0,62}$`.
+pub fn is_plain_identifier(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+/// Everything a pipeline's pods need besides credentials; the operator writes it into
+/// the pipeline's ConfigMap as JSON and the pods read it with `--config`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PipelineConfig {
+    pub generator: GeneratorConfig,
+    pub worker: WorkerConfig,
+    pub tables: TableNames,
+    pub sslmode: SslMode,
+}
+
+impl PipelineConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.generator.validate()?;
+        self.worker.validate()?;
+        self.tables.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        PipelineConfig::default()
+            .validate()
+            .expect("defaults must validate");
+    }
+
+    #[test]
+    fn empty_json_gives_defaults() {
+        let cfg: PipelineConfig = serde_json::from_str("{}").expect("parse");
+        assert_eq!(cfg, PipelineConfig::default());
+    }
+
+    #[test]
+    fn partial_json_keeps_other_defaults() {
+        let cfg: PipelineConfig =
+            serde_json::from_str(r#"{"worker":{"batch":{"maxFiles":3}},"sslmode":"verify-full"}"#)
+                .expect("parse");
+        assert_eq!(cfg.worker.batch.max_files, 3);
+        assert_eq!(cfg.worker.batch.max_rows, BatchLimits::default().max_rows);
+        assert_eq!(cfg.sslmode, SslMode::VerifyFull);
+    }
+
+    #[test]
+    fn bad_share_names_the_field() {
+        let cfg = GeneratorConfig {
+            bad_row_share: 1.5,
+            ..Default::default()
+        };
+        let err = cfg.validate().expect_err("must fail");
+        assert_eq!(err.field, "badRowShare");
+        assert!(err.to_string().contains("1.5"));
+    }
+
+    #[test]
+    fn table_names_must_be_plain_identifiers() {
+        let t = TableNames {
+            events: "events; drop table x".into(),
+            ..Default::default()
+        };
+        assert!(t.validate().is_err());
+        assert!(is_plain_identifier("events_2026"));
+        assert!(!is_plain_identifier("Events"));
+        assert!(!is_plain_identifier("1events"));
+        assert!(!is_plain_identifier(""));
+    }
+
+    #[test]
+    fn zero_batch_limit_rejected() {
+        let mut cfg = WorkerConfig::default();
+        cfg.batch.max_rows = 0;
+        assert_eq!(cfg.validate().expect_err("must fail").field, "batch");
+    }
+}

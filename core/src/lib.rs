@@ -1,0 +1,11 @@
+//! Shared pieces of Sluice: the event schema both the generator and the worker speak,
+//! the configuration types shared by the operator and the pods, and telemetry
+//! (Prometheus registry, the `/metrics` + health HTTP server, logging setup).
+
+pub mod config;
+pub mod event;
+pub mod reject;
+pub mod telemetry;
+
+pub use event::{Event, EventType, HEADER, HEADER_FIELDS};
+pub use reject::RejectReason;
