@@ -1,1 +1,7 @@
-//! Test harness.
+//! Test harness shared by Sluice's integration tests: a throwaway PostgreSQL cluster
+//! (`pg`), a throwaway kube-apiserver + etcd + controller-manager (`kube_env`), and
+//! helpers to find and run the workspace's binaries (`bins`).
+
+pub mod bins;
+pub mod kube_env;
+pub mod pg;

@@ -1,1 +1,5 @@
-//! Sluice worker library.
+//! The Sluice worker: watches a landing directory, plans micro-batches, validates rows
+//! and commits each batch to PostgreSQL exactly once.
+
+pub mod migrate;
+pub mod validate;

@@ -1,0 +1,1 @@
+//! The Sluice operator as a library: the IngestPipeline API and its reconciler.

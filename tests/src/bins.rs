@@ -1,0 +1,1 @@
+//! Locating and running the workspace binaries (sluice-generator, sluice-worker, ...).

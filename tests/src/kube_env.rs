@@ -1,0 +1,1 @@
+//! A throwaway kube-apiserver + etcd + kube-controller-manager (the envtest pattern).

@@ -1,0 +1,1 @@
+//! Schema migrations (refinery) applied under an advisory lock.

@@ -1,0 +1,1 @@
+//! CSV parsing and row validation against the core schema.
