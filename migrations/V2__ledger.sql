@@ -17,12 +17,11 @@ COMMENT ON TABLE sluice_batches IS
 CREATE TABLE sluice_files (
     file_name     text PRIMARY KEY,
     file_size     bigint      NOT NULL,
-    batch_id      uuid        NOT NULL REFERENCES sluice_batches (batch_id),
+    batch_id      uuid        NOT NULL REFERENCES sluice_batches (batch_id) DEFERRABLE INITIALLY DEFERRED,
     worker_id     text        NOT NULL,
     outcome       text        NOT NULL CHECK (outcome IN ('loaded', 'failed')),
     rows_loaded   bigint      NOT NULL,
     rows_rejected bigint      NOT NULL,
-    rows_deduplicated bigint  NOT NULL DEFAULT 0,
     failure_reason  text,
     failure_message text,
     committed_at  timestamptz NOT NULL DEFAULT now()

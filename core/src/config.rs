@@ -130,8 +130,8 @@ impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
             max_files: 256,
-            max_rows: 250_000,
-            max_bytes: 64 << 20,
+            max_rows: 50_000,
+            max_bytes: 6 << 20,
             max_wait_ms: 5,
         }
     }

@@ -1,1 +1,92 @@
-fn main() {}
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_core::telemetry::{self, Health, LogFormat, TelemetryServer};
+use sluice_worker::cli::Args;
+use sluice_worker::metrics::Metrics;
+use sluice_worker::pipeline;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let format = match args.log_format.parse::<LogFormat>() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sluice-worker: --log-format: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = telemetry::init_logging(format, &args.log_level) {
+        eprintln!("sluice-worker: {e}");
+        return ExitCode::from(2);
+    }
+    let metrics_addr = match args.metrics_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sluice-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match args.into_settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings, metrics_addr)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sluice-worker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    settings: pipeline::Settings,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::register(&registry).context("registering metrics")?;
+    let health = Health::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let server = match metrics_addr {
+        Some(addr) => {
+            let server = TelemetryServer::bind(addr, registry.clone(), health.clone()).await?;
+            tracing::info!(addr = %addr, "serving /metrics, /healthz, /readyz");
+            let mut rx = stop_rx.clone();
+            Some(tokio::spawn(server.serve(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })))
+        }
+        None => None,
+    };
+
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let result = pipeline::run(settings, metrics, health, stop_rx).await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    result?;
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Connecting to PostgreSQL: settings from a URL or the libpq `PG*` environment
+//! variables (credentials may come from files, for Kubernetes Secrets), TLS per
+//! `sslmode`, and reconnection with exponential backoff and jitter.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use sluice_core::config::SslMode;
+use thiserror::Error;
+use tokio_postgres::Client;
+use tokio_postgres::config::SslMode as PgSslMode;
+
+use crate::tls::{self, TlsError};
+
+#[derive(Debug, Error)]
+pub enum DbError {
+    #[error("invalid database URL: {0} (expected postgres://user:password@host:port/dbname)")]
+    BadUrl(String),
+    #[error("cannot read {what} from {path}: {source}")]
+    SecretFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("sslmode=verify-full needs root certificates: set PGSSLROOTCERT or --ssl-root-cert")]
+    MissingRootCert,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        target: String,
+        source: tokio_postgres::Error,
+    },
+}
+
+/// Where and how to connect. Its `Debug` and [`DbSettings::describe`] never show the password.
+#[derive(Clone)]
+pub struct DbSettings {
+    config: tokio_postgres::Config,
+    sslmode: SslMode,
+    root_cert: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for DbSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Reads a value from the environment variable `name`, or from the file named by
+/// `name_FILE` (trailing newline stripped).
+fn env_or_file(name: &'static str) -> Result<Option<String>, DbError> {
+    if let Ok(v) = std::env::var(name) {
+        return Ok(Some(v));
+    }
+    let file_var = format!("{name}_FILE");
+    match std::env::var_os(&file_var) {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let text = std::fs::read_to_string(&path).map_err(|source| DbError::SecretFile {
+                what: name,
+                path,
+                source,
+            })?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+/// tokio-postgres understands sslmode disable/prefer/require only; the stronger libpq
+/// modes are taken out of the URL here and enforced by our TLS connector.
+fn split_sslmode(url: &str) -> (String, Option<SslMode>) {
+    let mut mode = None;
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.split_once('=') {
+            Some(("sslmode", v)) => {
+                mode = match v {
+                    "disable" => Some(SslMode::Disable),
+                    "prefer" | "allow" => Some(SslMode::Prefer),
+                    "require" => Some(SslMode::Require),
+                    "verify-full" | "verify-ca" => Some(SslMode::VerifyFull),
+                    _ => None,
+                };
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, mode)
+}
+
+impl DbSettings {
+    /// Builds the settings from, in order of precedence: `url` (flag), `DATABASE_URL`
+    /// (or `DATABASE_URL_FILE`), else `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`,
+    /// `PGPASSWORD` (or `PGPASSWORD_FILE`). `sslmode` from the flag/config wins over the
+    /// URL's, and `PGSSLMODE` is used when neither sets one.
+    pub fn resolve(
+        url: Option<String>,
+        sslmode: Option<SslMode>,
+        root_cert: Option<PathBuf>,
+    ) -> Result<DbSettings, DbError> {
+        let url = match url {
+            Some(u) => Some(u),
+            None => env_or_file("DATABASE_URL")?,
+        };
+        let (config, url_mode) = match url {
+            Some(url) => {
+                let (url, mode) = split_sslmode(&url);
+                let config = tokio_postgres::Config::from_str(&url)
+                    // The parser's message never contains the password; ours neither.
+                    .map_err(|e| DbError::BadUrl(e.to_string()))?;
+                (config, mode)
+            }
+            None => {
+                let mut config = tokio_postgres::Config::new();
+                let host = std::env::var("PGHOST").unwrap_or_else(|_| "localhost".into());
+                config.host(&host);
+                let port = match std::env::var("PGPORT") {
+                    Ok(p) => p.parse::<u16>().map_err(|_| {
+                        DbError::BadUrl(format!("PGPORT={p:?} is not a port number"))
+                    })?,
+                    Err(_) => 5432,
+                };
+                config.port(port);
+                let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
+                config.user(&user);
+                config.dbname(std::env::var("PGDATABASE").unwrap_or(user));
+                if let Some(password) = env_or_file("PGPASSWORD")? {
+                    config.password(password);
+                }
+                (config, None)
+            }
+        };
+        let env_mode = std::env::var("PGSSLMODE")
+            .ok()
+            .and_then(|m| split_sslmode(&format!("x?sslmode={m}")).1);
+        let sslmode = sslmode.or(url_mode).or(env_mode).unwrap_or_default();
+        let root_cert = root_cert.or_else(|| std::env::var_os("PGSSLROOTCERT").map(PathBuf::from));
+        if sslmode == SslMode::VerifyFull && root_cert.is_none() {
+            return Err(DbError::MissingRootCert);
+        }
+        let mut config = config;
+        config.ssl_mode(match sslmode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require | SslMode::VerifyFull => PgSslMode::Require,
+        });
+        config.application_name("sluice-worker");
+        config.connect_timeout(Duration::from_secs(10));
+        config.keepalives_idle(Duration::from_secs(30));
+        Ok(DbSettings {
+            config,
+            sslmode,
+            root_cert,
+        })
+    }
+
+    /// `user@host:port/dbname (sslmode)`, for logs; never the password.
+    pub fn describe(&self) -> String {
+        let host = self
+            .config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .unwrap_or_else(|| "localhost".into());
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "{}@{}:{}/{} (sslmode={})",
+            self.config.get_user().unwrap_or("?"),
+            host,
+            port,
+            self.config.get_dbname().unwrap_or("?"),
+            self.sslmode.as_str()
+        )
+    }
+
+    /// Opens one connection; its driver task runs in the background until it breaks.
+    pub async fn connect(&self) -> Result<Client, DbError> {
+        let target = self.describe();
+        let map = |source| DbError::Connect {
+            target: target.clone(),
+            source,
+        };
+        match self.sslmode {
+            SslMode::Disable => {
+                let (client, conn) = self
+                    .config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(map)?;
+                spawn_driver(conn);
+                Ok(client)
+            }
+            SslMode::Prefer | SslMode::Require => {
+                let (client, conn) = self
+                    .config
+                    .connect(tls::encrypt_only()?)
+                    .await
+                    .map_err(map)?;
+                spawn_driver(conn);
+                Ok(client)
+            }
+            SslMode::VerifyFull => {
+                let root = self.root_cert.as_ref().ok_or(DbError::MissingRootCert)?;
+                let (client, conn) = self
+                    .config
+                    .connect(tls::verify_full(root)?)
+                    .await
+                    .map_err(map)?;
+                spawn_driver(conn);
+                Ok(client)
+            }
+        }
+    }
+
+    /// Connects, retrying with exponential backoff and jitter (100 ms doubling to 10 s)
+    /// until it works or `attempts` is exhausted (`None` = forever).
+    pub async fn connect_with_retry(
+        &self,
+        attempts: Option<usize>,
+        on_error: impl Fn(&DbError, Duration),
+    ) -> Result<Client, DbError> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter();
+        let backoff = match attempts {
+            Some(n) => backoff.with_max_times(n),
+            None => backoff.without_max_times(),
+        };
+        (|| self.connect())
+            .retry(backoff)
+            .when(|e| {
+                !matches!(
+                    e,
+                    DbError::MissingRootCert | DbError::Tls(_) | DbError::BadUrl(_)
+                )
+            })
+            .notify(|e, d| on_error(e, d))
+            .await
+    }
+}
+
+fn spawn_driver<S, T>(conn: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio_postgres::tls::TlsStream + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "PostgreSQL connection closed");
+        }
+    });
+}
+
+/// True for errors after which the same work can simply be retried on a new connection
+/// or a new transaction (connection loss, server restart, deadlock, serialization).
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => true, // I/O-level failure: the connection is gone.
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") // connection exception
+                || c.starts_with("57P") // admin/crash shutdown, cannot connect now
+                || c == "40001" // serialization failure
+                || c == "40P01" // deadlock detected
+                || c == "53300" // too many connections
+                || c.starts_with("58") // system error (I/O)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_is_taken_out_of_the_url() {
+        let (url, mode) =
+            split_sslmode("postgres://u:p@h/db?sslmode=verify-full&application_name=x");
+        assert_eq!(url, "postgres://u:p@h/db?application_name=x");
+        assert_eq!(mode, Some(SslMode::VerifyFull));
+        let (url, mode) = split_sslmode("postgres://u@h/db?sslmode=disable");
+        assert_eq!(url, "postgres://u@h/db");
+        assert_eq!(mode, Some(SslMode::Disable));
+        assert_eq!(split_sslmode("postgres://h/db").1, None);
+    }
+
+    #[test]
+    fn description_never_shows_the_password() {
+        let s = DbSettings::resolve(
+            Some("postgres://alice:s3cret@db.example:5433/shop".into()),
+            Some(SslMode::Disable),
+            None,
+        )
+        .expect("settings");
+        let d = s.describe();
+        assert_eq!(d, "alice@db.example:5433/shop (sslmode=disable)");
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn verify_full_without_roots_is_a_clear_error() {
+        let err = DbSettings::resolve(
+            Some("postgres://u@h/db".into()),
+            Some(SslMode::VerifyFull),
+            None,
+        );
+        // PGSSLROOTCERT could be set in the environment of whoever runs the tests.
+        if std::env::var_os("PGSSLROOTCERT").is_none() {
+            assert!(matches!(err, Err(DbError::MissingRootCert)));
+        }
+    }
+
+    #[test]
+    fn garbage_url_is_rejected() {
+        let err = DbSettings::resolve(Some("postgres://h:notaport/db".into()), None, None)
+            .expect_err("bad url");
+        assert!(err.to_string().contains("invalid database URL"));
+    }
+}
