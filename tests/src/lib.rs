@@ -5,3 +5,6 @@
 pub mod bins;
 pub mod kube_env;
 pub mod pg;
+pub mod procs;
+pub mod scenario;
+pub mod verify;
