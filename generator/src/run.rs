@@ -1,0 +1,430 @@
+//! The generation loop: simulated clock, pacing, file rotation, backpressure, stop flag.
+//!
+//! It is synchronous (run it on a blocking thread) and checks `stop` before every row.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sluice_core::config::GeneratorConfig;
+
+use crate::backpressure::{self, Limits, Room};
+use crate::catalogue::Catalogue;
+use crate::csv_row::RowEncoder;
+use crate::defects::DefectDraw;
+use crate::error::GeneratorError;
+use crate::metrics::Metrics;
+use crate::traffic::Traffic;
+use crate::writer::{FileStats, LandingFile, Manifest, remove_stale_temp_files};
+
+/// Simulated event rate when writing unthrottled (`events_per_second` = 0): event times
+/// advance by 1 µs per event.
+pub const UNTHROTTLED_SIMULATED_RATE: u64 = 1_000_000;
+
+/// Longest single sleep while pacing, so a stop request is noticed promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+/// Everything one run needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub landing_dir: PathBuf,
+    pub config: GeneratorConfig,
+    /// Time of the first event. Given, the output depends only on it and the config;
+    /// absent, the current time is used (and mixed into the random seed).
+    pub start_time: Option<DateTime<Utc>>,
+    /// Append one JSON line per finished file here.
+    pub manifest: Option<PathBuf>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub files: u64,
+    pub rows: u64,
+    pub bad_rows: u64,
+    pub bytes: u64,
+    /// True when the run ended because `stop` was set.
+    pub stopped: bool,
+}
+
+/// Event times: `base + k / rate` seconds for the k-th event since the base, computed
+/// exactly in integer nanoseconds.
+#[derive(Debug, Clone)]
+struct SimClock {
+    base_ns: i64,
+    offset_ns: i64,
+    remainder: u64,
+    step_ns: i64,
+    step_remainder: u64,
+    rate: u64,
+}
+
+impl SimClock {
+    fn new(base_ns: i64, rate: u64) -> SimClock {
+        let rate = rate.max(1);
+        SimClock {
+            base_ns,
+            offset_ns: 0,
+            remainder: 0,
+            step_ns: (1_000_000_000 / rate) as i64,
+            step_remainder: 1_000_000_000 % rate,
+            rate,
+        }
+    }
+
+    /// Time of the current event, in nanoseconds since the epoch.
+    fn now_ns(&self) -> i64 {
+        self.base_ns.saturating_add(self.offset_ns)
+    }
+
+    fn advance(&mut self) {
+        self.offset_ns += self.step_ns;
+        self.remainder += self.step_remainder;
+        if self.remainder >= self.rate {
+            self.remainder -= self.rate;
+            self.offset_ns += 1;
+        }
+    }
+
+    fn rebase(&mut self, base_ns: i64) {
+        self.base_ns = base_ns;
+        self.offset_ns = 0;
+        self.remainder = 0;
+    }
+}
+
+/// Paces writing to `events_per_second` against the wall clock: events are written in
+/// bursts of whatever is due, with one sleep until the next is due (no per-row sleeps).
+#[derive(Debug)]
+struct Pacer {
+    rate: u64,
+    anchor: Instant,
+    anchor_index: u64,
+    /// Events with a lower index are already known to be due.
+    due_until: u64,
+}
+
+impl Pacer {
+    fn new(rate: u64, index: u64) -> Pacer {
+        Pacer {
+            rate,
+            anchor: Instant::now(),
+            anchor_index: index,
+            due_until: index,
+        }
+    }
+
+    /// Starts the schedule afresh at `index` (after a pause: no catch-up burst).
+    fn reanchor(&mut self, index: u64) {
+        *self = Pacer::new(self.rate, index);
+    }
+
+    /// Returns `None` if event `index` may be written now, else how long to sleep first.
+    fn wait_for(&mut self, index: u64) -> Option<Duration> {
+        if self.rate == 0 || index < self.due_until {
+            return None;
+        }
+        let elapsed = self.anchor.elapsed();
+        let due = self.anchor_index
+            + (elapsed.as_nanos() * u128::from(self.rate) / 1_000_000_000) as u64
+            + 1;
+        if index < due {
+            self.due_until = due;
+            return None;
+        }
+        let at = Duration::from_nanos(
+            ((index - self.anchor_index) as u128 * 1_000_000_000 / u128::from(self.rate)) as u64,
+        );
+        Some(
+            at.saturating_sub(elapsed)
+                .clamp(Duration::from_micros(50), MAX_SLEEP),
+        )
+    }
+}
+
+/// The 32-byte ChaCha seed: the configured seed and the start time (so restarts without
+/// `--start-time` never repeat event ids).
+fn rng_seed(seed: u64, start_ns: i64) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s[8..16].copy_from_slice(&start_ns.to_le_bytes());
+    s[16..].copy_from_slice(b"sluice-generator");
+    s
+}
+
+fn timestamp_ns(t: &DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt()
+        .unwrap_or_else(|| t.timestamp_millis().saturating_mul(1_000_000))
+}
+
+/// `YYYYMMDDTHHMMSSZ` of a time in nanoseconds.
+fn name_stamp(ns: i64) -> String {
+    DateTime::<Utc>::from_timestamp(ns.div_euclid(1_000_000_000), 0)
+        .unwrap_or_default()
+        .format("%Y%m%dT%H%M%SZ")
+        .to_string()
+}
+
+/// Concurrent sessions: about ten seconds between two events of one session, within
+/// bounds that keep the session table small.
+fn concurrent_sessions(rate: u64) -> usize {
+    rate.saturating_mul(10).clamp(10, 65_536) as usize
+}
+
+/// Writes files until a limit of the config is reached or `stop` is set.
+pub fn run(
+    opts: &RunOptions,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) -> Result<Summary, GeneratorError> {
+    let cfg = &opts.config;
+    let dir = &opts.landing_dir;
+    std::fs::create_dir_all(dir).map_err(|e| GeneratorError::io("creating", dir, e))?;
+    let stale = remove_stale_temp_files(dir)?;
+    if stale > 0 {
+        tracing::info!(count = stale, "removed temporary files of an earlier run");
+    }
+    let mut manifest = opts.manifest.as_deref().map(Manifest::open).transpose()?;
+
+    let deterministic = opts.start_time.is_some();
+    let start_ns = timestamp_ns(&opts.start_time.unwrap_or_else(Utc::now));
+    let sim_rate = if cfg.events_per_second == 0 {
+        UNTHROTTLED_SIMULATED_RATE
+    } else {
+        cfg.events_per_second
+    };
+    let mut rng = ChaCha8Rng::from_seed(rng_seed(cfg.seed, start_ns));
+    let mut traffic = Traffic::new(
+        Catalogue::new(cfg.seed),
+        concurrent_sessions(sim_rate),
+        cfg.view_to_cart_rate,
+        cfg.cart_to_purchase_rate,
+        &mut rng,
+    );
+    let defects = DefectDraw::new(cfg.bad_row_share);
+    let mut encoder = RowEncoder::new();
+    let mut clock = SimClock::new(start_ns, sim_rate);
+    let mut pacer = Pacer::new(cfg.events_per_second, 0);
+    let limits = Limits {
+        max_files: cfg.max_pending_files,
+        max_bytes: cfg.max_pending_bytes,
+    };
+    let file_span_ns = (cfg.seconds_per_file * 1e9) as i64;
+
+    let mut summary = Summary::default();
+    let mut stats = FileStats::default();
+    let mut current: Option<(LandingFile, i64)> = None;
+    let mut seq = 1u64;
+    let mut index = 0u64;
+
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            summary.stopped = true;
+            break;
+        }
+        if let Some(pause) = pacer.wait_for(index) {
+            std::thread::sleep(pause);
+            continue;
+        }
+        if current.is_none() {
+            if cfg.total_files.is_some_and(|n| summary.files >= n) {
+                break;
+            }
+            let (room, paused) = backpressure::wait_for_room(dir, limits, stop, metrics)?;
+            if room == Room::Stopped {
+                summary.stopped = true;
+                break;
+            }
+            if paused {
+                pacer.reanchor(index);
+                if !deterministic {
+                    // Keep event times close to the wall clock after a pause.
+                    let now = timestamp_ns(&Utc::now());
+                    clock.rebase(now.max(clock.now_ns()));
+                }
+            }
+            let first_ns = clock.now_ns();
+            let file = LandingFile::create(dir, &name_stamp(first_ns), seq)?;
+            stats.clear();
+            current = Some((file, first_ns));
+        }
+        let Some((file, first_ns)) = current.as_mut() else {
+            continue;
+        };
+
+        let row = traffic.next_row(&mut rng, clock.now_ns().div_euclid(1_000_000));
+        let defect = defects.draw(&mut rng);
+        encoder.encode(file.buffer(), &row, defect);
+        file.row_done()?;
+        stats.record(defect);
+        metrics.event_counter(row.event_type).inc();
+        if let Some(kind) = defect {
+            metrics.bad_rows[kind.index()].inc();
+        }
+        index += 1;
+        summary.rows += 1;
+        clock.advance();
+
+        let rows_done = cfg.total_rows.is_some_and(|n| summary.rows >= n);
+        let full = stats.rows >= cfg.rows_per_file
+            || rows_done
+            || (file_span_ns > 0 && clock.now_ns().saturating_sub(*first_ns) >= file_span_ns);
+        if full {
+            if let Some((file, _)) = current.take() {
+                finish_file(
+                    file,
+                    &stats,
+                    manifest.as_mut(),
+                    metrics,
+                    &mut summary,
+                    &mut seq,
+                )?;
+            }
+            if rows_done || cfg.total_files.is_some_and(|n| summary.files >= n) {
+                break;
+            }
+        }
+    }
+
+    if let Some((file, _)) = current.take() {
+        if stats.rows > 0 {
+            // Stopped mid-file: what is written is complete rows, so land it.
+            finish_file(
+                file,
+                &stats,
+                manifest.as_mut(),
+                metrics,
+                &mut summary,
+                &mut seq,
+            )?;
+        } else {
+            file.discard()?;
+        }
+    }
+    Ok(summary)
+}
+
+fn finish_file(
+    file: LandingFile,
+    stats: &FileStats,
+    manifest: Option<&mut Manifest>,
+    metrics: &Metrics,
+    summary: &mut Summary,
+    seq: &mut u64,
+) -> Result<(), GeneratorError> {
+    let done = file.finish()?;
+    *seq = done.seq + 1;
+    if let Some(m) = manifest {
+        m.append(&stats.entry(done.name.clone()))?;
+    }
+    metrics.files.inc();
+    metrics.bytes.inc_by(done.bytes);
+    summary.files += 1;
+    summary.bad_rows += stats.bad_rows();
+    summary.bytes += done.bytes;
+    tracing::debug!(
+        file = %done.name,
+        rows = stats.rows,
+        bad_rows = stats.bad_rows(),
+        bytes = done.bytes,
+        "file landed"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_clock_is_exact() {
+        let mut c = SimClock::new(0, 3);
+        for _ in 0..3 {
+            c.advance();
+        }
+        assert_eq!(c.now_ns(), 1_000_000_000);
+        let mut c = SimClock::new(5, 1_000_000);
+        c.advance();
+        assert_eq!(c.now_ns(), 1_005);
+    }
+
+    #[test]
+    fn pacer_unthrottled_never_waits() {
+        let mut p = Pacer::new(0, 0);
+        assert!((0..1000).all(|i| p.wait_for(i).is_none()));
+    }
+
+    #[test]
+    fn pacer_allows_the_first_event_then_waits() {
+        let mut p = Pacer::new(1, 0);
+        assert!(p.wait_for(0).is_none());
+        let wait = p.wait_for(1).expect("must wait");
+        assert!(wait <= MAX_SLEEP);
+    }
+
+    #[test]
+    fn name_stamp_format() {
+        assert_eq!(name_stamp(1_764_028_800_500_000_000), "20251125T000000Z");
+    }
+
+    fn opts(dir: &std::path::Path, seed: u64) -> RunOptions {
+        RunOptions {
+            landing_dir: dir.to_path_buf(),
+            config: GeneratorConfig {
+                events_per_second: 0,
+                rows_per_file: 300,
+                seed,
+                total_rows: Some(1_000),
+                bad_row_share: 0.2,
+                ..Default::default()
+            },
+            start_time: DateTime::parse_from_rfc3339("2026-11-25T00:00:00Z")
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+            manifest: Some(dir.join(".manifest.jsonl")),
+        }
+    }
+
+    #[test]
+    fn in_process_run_writes_the_expected_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new().expect("metrics");
+        let s = run(&opts(dir.path(), 1), &m, &AtomicBool::new(false)).expect("run");
+        assert_eq!((s.files, s.rows, s.stopped), (4, 1_000, false));
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".csv"))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "events-20261125T000000Z-00000001.csv",
+                "events-20261125T000000Z-00000002.csv",
+                "events-20261125T000000Z-00000003.csv",
+                "events-20261125T000000Z-00000004.csv",
+            ]
+        );
+        let manifest = std::fs::read_to_string(dir.path().join(".manifest.jsonl")).expect("m");
+        assert_eq!(manifest.lines().count(), 4);
+        assert_eq!(m.files.get(), 4);
+        let events: u64 = m.events.iter().map(|c| c.get()).sum();
+        assert_eq!(events, 1_000);
+        let bad: u64 = m.bad_rows.iter().map(|c| c.get()).sum();
+        assert_eq!(bad, s.bad_rows);
+    }
+
+    #[test]
+    fn stop_flag_set_before_start_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new().expect("metrics");
+        let s = run(&opts(dir.path(), 1), &m, &AtomicBool::new(true)).expect("run");
+        assert!(s.stopped);
+        assert_eq!(s.files, 0);
+    }
+}
