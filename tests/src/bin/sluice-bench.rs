@@ -1,0 +1,366 @@
+//! `sluice-bench`: measures Sluice against raw `psql \copy` on one machine in one run.
+//!
+//! 1. Throughput: the same generated dataset is (a) loaded with `psql \copy` (valid rows
+//!    only, into an identical table) and (b) ingested by Sluice workers from the landing
+//!    directory with validation, quarantine and ledger. Once without, once with a primary
+//!    key on `event_id`. Prints rows/s of each and the ratio.
+//! 2. Latency: files are renamed into the landing directory at a steady offered rate and
+//!    a poller records when each file's rows become visible; prints p50/p99.
+//! 3. The workers' peak RSS (VmHWM).
+//!
+//! Timing lives here and not in tests: the figures are reported, not asserted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use sluice_testkit::bins::try_bin_path;
+use sluice_testkit::pg::{PgCluster, PgOptions};
+use sluice_testkit::procs::{WorkerProc, WorkerSpec};
+use sluice_testkit::scenario::Dataset;
+
+/// Sluice benchmark: ingest rate versus raw psql \copy, file-to-row latency, worker RSS.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-bench", about, long_about)]
+struct Args {
+    /// Rows in the throughput dataset.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Rows per file in the throughput dataset.
+    #[arg(long, default_value_t = 50_000)]
+    rows_per_file: u64,
+    /// Share of bad rows in the datasets.
+    #[arg(long, default_value_t = 0.01)]
+    bad_row_share: f64,
+    /// Worker processes for the throughput runs.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Offered rate for the latency run, rows per second.
+    #[arg(long, default_value_t = 10_000)]
+    latency_rows_per_second: u64,
+    /// Rows per file in the latency run.
+    #[arg(long, default_value_t = 100)]
+    latency_rows_per_file: u64,
+    /// Duration of the latency run, in seconds.
+    #[arg(long, default_value_t = 20)]
+    latency_seconds: u64,
+    /// Skip the latency run.
+    #[arg(long)]
+    no_latency: bool,
+    /// Keep the work directory afterwards.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    for name in ["sluice-generator", "sluice-worker"] {
+        try_bin_path(name).map_err(anyhow::Error::msg)?;
+    }
+    let work = tempfile::Builder::new().prefix("sluice-bench-").tempdir()?;
+    let root = work.path().to_path_buf();
+    eprintln!("work directory: {}", root.display());
+    // Durable settings, the same for both contenders: fsync on, as in production.
+    let pg = PgCluster::start_with(
+        PgOptions::default()
+            .setting("max_wal_size", "4GB")
+            .setting("checkpoint_timeout", "30min"),
+    )?;
+    let psql = pg.pg_bin().join("psql");
+    if !psql.exists() {
+        bail!("psql not found next to the server binaries ({})", psql.display());
+    }
+
+    let files = args.rows.div_ceil(args.rows_per_file);
+    eprintln!("generating {files} files x {} rows", args.rows_per_file);
+    let data = Dataset::generate(&root.join("data"), files, args.rows_per_file, args.bad_row_share, 7)?;
+    let valid_csv = root.join("valid.csv");
+    write_valid_rows(&data, &valid_csv)?;
+    let valid_rows = data.expected.valid_rows() as u64;
+    let total_rows: u64 = data.manifest.iter().map(|m| m.rows).sum();
+
+    let mut results = Vec::new();
+    for with_pk in [false, true] {
+        let copy_s = bench_copy(&pg, &psql, &valid_csv, with_pk).await?;
+        let sluice = bench_sluice(&pg, &data, &root, args.workers, with_pk).await?;
+        results.push((with_pk, copy_s, sluice));
+    }
+
+    let latency = if args.no_latency {
+        None
+    } else {
+        Some(bench_latency(&pg, &root, &args).await?)
+    };
+
+    println!();
+    println!("Sluice benchmark — {total_rows} rows ({valid_rows} valid) in {files} files, {} worker(s)", args.workers);
+    println!("{:<26} {:>14} {:>14} {:>8} {:>16}", "table", "psql \\copy r/s", "sluice r/s", "ratio", "worker peak RSS");
+    for (with_pk, copy_s, sluice) in &results {
+        let copy_rate = valid_rows as f64 / copy_s;
+        let sluice_rate = valid_rows as f64 / sluice.seconds;
+        println!(
+            "{:<26} {:>14.0} {:>14.0} {:>8.2} {:>12.1} MiB",
+            if *with_pk { "PRIMARY KEY (event_id)" } else { "no key" },
+            copy_rate,
+            sluice_rate,
+            sluice_rate / copy_rate,
+            sluice.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    if let Some(l) = latency {
+        println!(
+            "latency (file renamed -> rows visible) at {} rows/s offered, {} files: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; worker peak RSS {:.1} MiB",
+            args.latency_rows_per_second,
+            l.samples,
+            l.p50_ms,
+            l.p90_ms,
+            l.p99_ms,
+            l.max_ms,
+            l.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    if args.keep {
+        let kept = work.keep();
+        eprintln!("kept {}", kept.display());
+    }
+    Ok(())
+}
+
+/// Writes the dataset's valid rows (header + rows) to one CSV, for `\copy`.
+fn write_valid_rows(data: &Dataset, out: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
+    writeln!(w, "{}", sluice_core::event::HEADER)?;
+    for m in &data.manifest {
+        let bad: std::collections::HashSet<u64> = m.bad_lines.iter().map(|(l, _)| *l).collect();
+        let bytes = std::fs::read(data.staging.join(&m.file))?;
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            let n = i as u64 + 1;
+            if n == 1 || line.is_empty() || bad.contains(&n) {
+                continue;
+            }
+            w.write_all(line)?;
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+async fn fresh_db(pg: &PgCluster) -> Result<sluice_testkit::pg::TestDb> {
+    pg.create_database().await.map_err(Into::into)
+}
+
+/// (a) `psql \copy` into a table shaped like `events`; returns seconds.
+async fn bench_copy(pg: &PgCluster, psql: &Path, csv: &Path, with_pk: bool) -> Result<f64> {
+    let db = fresh_db(pg).await?;
+    let mut client = db.connect().await?;
+    sluice_worker::migrate::migrate(&mut client)
+        .await
+        .context("applying migrations")?;
+    if with_pk {
+        client
+            .batch_execute("ALTER TABLE events ADD PRIMARY KEY (event_id)")
+            .await?;
+    }
+    client.batch_execute("CHECKPOINT").await?;
+    let started = Instant::now();
+    let out = Command::new(psql)
+        .arg(db.conn_string())
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
+        .arg(format!(
+            "\\copy events FROM '{}' WITH (FORMAT csv, HEADER true)",
+            csv.display()
+        ))
+        .output()
+        .context("running psql")?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("psql \\copy failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    eprintln!("psql \\copy (pk={with_pk}): {seconds:.2} s");
+    Ok(seconds)
+}
+
+struct SluiceRun {
+    seconds: f64,
+    peak_rss_kib: u64,
+}
+
+fn spawn_workers(root: &Path, landing: &Path, url: &str, n: usize, tag: &str, extra: &[&str]) -> Result<Vec<WorkerProc>> {
+    (0..n)
+        .map(|i| {
+            let checkpoint = root.join(format!("ck-{tag}-{i}"));
+            std::fs::create_dir_all(&checkpoint)?;
+            WorkerProc::spawn(WorkerSpec {
+                id: format!("bench-{i}"),
+                landing: landing.to_path_buf(),
+                checkpoint,
+                database_url: url.to_string(),
+                extra: extra.iter().map(|s| s.to_string()).chain(["--after-commit".into(), "keep".into()]).collect(),
+                log: root.join(format!("worker-{tag}-{i}.log")),
+            })
+        })
+        .collect()
+}
+
+/// Waits until the workers have migrated (the ledger table exists).
+async fn wait_ready(client: &tokio_postgres::Client) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.query_one("SELECT count(*) FROM sluice_files", &[]).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("workers did not create the schema within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// (b) Sluice ingesting the same files; returns seconds from release to the last commit.
+async fn bench_sluice(pg: &PgCluster, data: &Dataset, root: &Path, workers: usize, with_pk: bool) -> Result<SluiceRun> {
+    let db = fresh_db(pg).await?;
+    let mut client = db.connect().await?;
+    sluice_worker::migrate::migrate(&mut client).await?;
+    if with_pk {
+        client
+            .batch_execute("ALTER TABLE events ADD PRIMARY KEY (event_id)")
+            .await?;
+    }
+    let tag = if with_pk { "pk" } else { "nopk" };
+    let landing = root.join(format!("landing-{tag}"));
+    std::fs::create_dir_all(&landing)?;
+    // Hard links keep the staging copy for the next run and cost no copying.
+    let staging = root.join(format!("staging-{tag}"));
+    std::fs::create_dir_all(&staging)?;
+    for m in &data.manifest {
+        std::fs::hard_link(data.staging.join(&m.file), staging.join(&m.file))?;
+    }
+    let procs = spawn_workers(root, &landing, db.url(), workers, tag, &[])?;
+    wait_ready(&client).await?;
+    client.batch_execute("CHECKPOINT").await?;
+    let started = Instant::now();
+    for m in &data.manifest {
+        std::fs::rename(staging.join(&m.file), landing.join(&m.file))?;
+    }
+    let files = data.manifest.len() as i64;
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        let done: i64 = client.query_one("SELECT count(*) FROM sluice_files", &[]).await?.get(0);
+        if done == files {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("sluice did not finish within 10 minutes ({done}/{files} files)");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let loaded: i64 = client.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
+    if loaded as usize != data.expected.valid_rows() {
+        bail!("sluice loaded {loaded} rows, expected {}", data.expected.valid_rows());
+    }
+    let peak_rss_kib = procs.iter().filter_map(|p| p.pid()).filter_map(peak_rss_kib).max().unwrap_or(0);
+    drop(procs);
+    eprintln!("sluice (pk={with_pk}): {seconds:.2} s");
+    Ok(SluiceRun { seconds, peak_rss_kib })
+}
+
+struct Latency {
+    samples: usize,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    peak_rss_kib: u64,
+}
+
+/// Offers small files at a steady rate and measures rename → visible in `sluice_files`.
+async fn bench_latency(pg: &PgCluster, root: &Path, args: &Args) -> Result<Latency> {
+    let files_per_second = (args.latency_rows_per_second as f64 / args.latency_rows_per_file as f64).max(1.0);
+    let files = (files_per_second * args.latency_seconds as f64).ceil() as u64;
+    eprintln!("latency run: {files} files of {} rows at {files_per_second:.0} files/s", args.latency_rows_per_file);
+    let data = Dataset::generate(&root.join("latency-data"), files, args.latency_rows_per_file, args.bad_row_share, 11)?;
+    let db = fresh_db(pg).await?;
+    let mut client = db.connect().await?;
+    sluice_worker::migrate::migrate(&mut client).await?;
+    let landing = root.join("landing-latency");
+    std::fs::create_dir_all(&landing)?;
+    let procs = spawn_workers(root, &landing, db.url(), args.workers, "latency", &[])?;
+    wait_ready(&client).await?;
+
+    // The poller runs on its own connection and task, so that renaming stays on schedule.
+    let poll_client = db.connect().await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+    let total = files as usize;
+    let poller = tokio::spawn(async move {
+        let mut seen: HashMap<String, Instant> = HashMap::new();
+        let mut last_count = 0i64;
+        while seen.len() < total {
+            let count: i64 = match poll_client.query_one("SELECT count(*) FROM sluice_files", &[]).await {
+                Ok(row) => row.get(0),
+                Err(_) => break,
+            };
+            if count != last_count {
+                let now = Instant::now();
+                last_count = count;
+                if let Ok(rows) = poll_client.query("SELECT file_name FROM sluice_files", &[]).await {
+                    for row in rows {
+                        seen.entry(row.get(0)).or_insert(now);
+                    }
+                }
+            } else {
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+        }
+        seen
+    });
+
+    let interval = Duration::from_secs_f64(1.0 / files_per_second);
+    let started = Instant::now();
+    for (i, m) in data.manifest.iter().enumerate() {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        std::fs::rename(data.staging.join(&m.file), landing.join(&m.file))?;
+        let _ = tx.send((m.file.clone(), Instant::now()));
+    }
+    drop(tx);
+    let mut renamed = HashMap::new();
+    while let Some((name, at)) = rx.recv().await {
+        renamed.insert(name, at);
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(120), poller)
+        .await
+        .context("rows did not become visible within 2 minutes")??;
+    let peak_rss_kib = procs.iter().filter_map(|p| p.pid()).filter_map(peak_rss_kib).max().unwrap_or(0);
+    drop(procs);
+    let mut ms: Vec<f64> = renamed
+        .iter()
+        .filter_map(|(name, at)| seen.get(name).map(|v| v.saturating_duration_since(*at).as_secs_f64() * 1000.0))
+        .collect();
+    if ms.len() != renamed.len() {
+        bail!("only {} of {} files became visible", ms.len(), renamed.len());
+    }
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    Ok(Latency {
+        samples: ms.len(),
+        p50_ms: pct(0.5),
+        p90_ms: pct(0.9),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+        peak_rss_kib,
+    })
+}
+
+/// Peak resident set size of a running process, from /proc.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/status"))).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
