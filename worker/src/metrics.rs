@@ -150,7 +150,7 @@ impl Metrics {
         for outcome in ["committed", "replayed", "recovered", "empty"] {
             m.batches.with_label_values(&[outcome]);
         }
-        for op in ["connect", "claim", "commit", "lookup"] {
+        for op in ["connect", "migrate", "claim", "commit", "lookup"] {
             m.db_errors.with_label_values(&[op]);
         }
         for phase in ["copy", "commit"] {

@@ -164,6 +164,21 @@ impl Shared {
     }
 }
 
+/// Applies the migrations and creates any configured non-default tables.
+async fn prepare_schema(client: &mut Client, settings: &Settings) -> Result<(), WorkerError> {
+    let report = migrate::migrate(client)
+        .await
+        .map_err(|e| WorkerError::Migrate(e.to_string()))?;
+    tracing::info!(?report, "schema up to date");
+    ledger::prepare_tables(
+        &*client,
+        &settings.tables,
+        settings.config.dedupe_by_event_id,
+    )
+    .await
+    .map_err(WorkerError::Prepare)
+}
+
 /// Runs the worker until `shutdown` turns true, then finishes or abandons the batch in
 /// flight within the configured grace period.
 pub async fn run(
@@ -181,22 +196,32 @@ pub async fn run(
         checkpoint = %settings.checkpoint_dir.display(), database = %settings.db.describe(), "worker starting");
 
     let mut control = Db::new(&settings.db, &metrics, &health, "control");
-    {
+    // PostgreSQL may restart while we migrate: a lost connection is retried, not fatal,
+    // so that a database restart never turns into a worker crash loop.
+    let mut retry_in = Duration::from_millis(200);
+    loop {
         let client = tokio::select! {
             c = control.get() => c,
             _ = shutdown.changed() => return Ok(()),
         };
-        let report = migrate::migrate(client)
-            .await
-            .map_err(|e| WorkerError::Migrate(e.to_string()))?;
-        tracing::info!(?report, "schema up to date");
-        ledger::prepare_tables(
-            &*client,
-            &settings.tables,
-            settings.config.dedupe_by_event_id,
-        )
-        .await
-        .map_err(WorkerError::Prepare)?;
+        let error = match prepare_schema(client, &settings).await {
+            Ok(()) => break,
+            Err(e) => e,
+        };
+        let connection_lost =
+            client.is_closed() || client.simple_query("SELECT 1").await.is_err();
+        if !connection_lost {
+            return Err(error);
+        }
+        control.broken();
+        metrics.db_errors.with_label_values(&["migrate"]).inc();
+        tracing::warn!(%error, retry_in_ms = retry_in.as_millis() as u64,
+            "lost the PostgreSQL connection while preparing the schema; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(retry_in) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        retry_in = (retry_in * 2).min(Duration::from_secs(10));
     }
 
     let dirs = LandingDirs {
