@@ -1,1 +1,127 @@
-fn main() {}
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_core::telemetry::{self, Health, LogFormat, TelemetryServer};
+use sluice_operator::cli::{Args, Command, OnOff};
+use sluice_operator::{LeaderOptions, RunOptions, Scope};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.command == Some(Command::Crd) {
+        return match sluice_operator::crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sluice-operator: cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let format = match args.log_format.parse::<LogFormat>() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sluice-operator: --log-format: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = telemetry::init_logging(format, &args.log_level) {
+        eprintln!("sluice-operator: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice-operator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sluice-operator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let metrics_addr = args.metrics_addr().map_err(anyhow::Error::msg)?;
+    let registry = prometheus::Registry::new();
+    let metrics =
+        sluice_operator::metrics::Metrics::register(&registry).context("registering metrics")?;
+    let health = Health::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let server = match metrics_addr {
+        Some(addr) => {
+            let server = TelemetryServer::bind(addr, registry.clone(), health.clone()).await?;
+            tracing::info!(addr = %addr, "serving /metrics, /healthz, /readyz");
+            let mut rx = stop_rx.clone();
+            Some(tokio::spawn(server.serve(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })))
+        }
+        None => None,
+    };
+    tokio::spawn(async move {
+        telemetry::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let own_namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let scope = if args.all_namespaces {
+        Scope::All
+    } else {
+        Scope::Namespace(
+            args.namespace
+                .clone()
+                .unwrap_or_else(|| own_namespace.clone()),
+        )
+    };
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|s| !s.is_empty());
+    let leader = match args.leader_election {
+        OnOff::Off => None,
+        OnOff::On => Some(LeaderOptions {
+            namespace: args.lease_namespace.clone().unwrap_or(own_namespace),
+            lease_name: args.lease_name.clone(),
+            identity: instance
+                .clone()
+                .unwrap_or_else(|| format!("sluice-operator-{}", std::process::id())),
+        }),
+    };
+    let result = sluice_operator::run(
+        client,
+        RunOptions {
+            scope,
+            leader,
+            instance,
+        },
+        metrics,
+        health,
+        stop_rx,
+    )
+    .await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    result?;
+    tracing::info!("operator stopped");
+    Ok(())
+}
