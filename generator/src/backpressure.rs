@@ -101,12 +101,16 @@ pub fn wait_for_room(
         }
     };
     metrics.backpressure_paused.set(0);
-    tracing::info!(
-        paused_seconds = started.elapsed().as_secs_f64(),
-        pending_files = p.files,
-        pending_bytes = p.bytes,
-        "resuming after backpressure pause"
-    );
+    let paused_seconds = started.elapsed().as_secs_f64();
+    match room {
+        Room::Available => tracing::info!(
+            paused_seconds,
+            pending_files = p.files,
+            pending_bytes = p.bytes,
+            "resuming after backpressure pause"
+        ),
+        Room::Stopped => tracing::info!(paused_seconds, "stopping while paused by backpressure"),
+    }
     Ok((room, true))
 }
 

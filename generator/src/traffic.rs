@@ -69,12 +69,19 @@ impl Traffic {
         for _ in 0..concurrent.max(1) {
             sessions.push(new_session(rng, first));
         }
-        Traffic {
+        let mut traffic = Traffic {
             catalogue,
             sessions,
             view_to_cart,
             cart_to_purchase,
+        };
+        // Warm up: play a few events per session and discard them, so the output
+        // starts with sessions at all stages rather than with a burst of first views.
+        let warm_up = traffic.sessions.len() * (MEAN_VIEWS as usize + 2);
+        for _ in 0..warm_up {
+            traffic.next_row(rng, 0);
         }
+        traffic
     }
 
     /// The next event of a randomly chosen open session, at `time_ms`.
@@ -216,17 +223,21 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let mut t = Traffic::new(Catalogue::new(1), 10, 1.0, 1.0, &mut rng);
         let mut carts = HashMap::new();
+        let mut carted_in_warm_up = 0;
         for i in 0..10_000 {
             let r = t.next_row(&mut rng, i);
             match r.event_type {
                 EventType::AddToCart => {
                     carts.insert(r.session_id, (r.product.id, r.quantity));
                 }
-                EventType::Purchase => {
-                    assert_eq!(carts.get(&r.session_id), Some(&(r.product.id, r.quantity)));
-                }
+                EventType::Purchase => match carts.get(&r.session_id) {
+                    Some(cart) => assert_eq!(cart, &(r.product.id, r.quantity)),
+                    None => carted_in_warm_up += 1,
+                },
                 EventType::View => {}
             }
         }
+        // Only sessions open at the start may have carted during the warm-up.
+        assert!(carted_in_warm_up <= 10, "{carted_in_warm_up}");
     }
 }
