@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use clap::Parser;
 use serde::de::DeserializeOwned;
 use sluice_core::config::{ConfigError, GeneratorConfig};
@@ -47,9 +47,14 @@ fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
 }
 
 fn parse_start_time(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
+    let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-11-25T00:00:00Z ({e})"))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time like 2026-11-25T00:00:00Z ({e})"))?;
+    // Event times must stay storable (PostgreSQL: years 1..=9999) and in nanosecond range.
+    if t.timestamp_nanos_opt().is_none() || t.year() < 1970 {
+        return Err(format!("{s:?} must lie between 1970 and 2262"));
+    }
+    Ok(t)
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -319,6 +324,8 @@ mod tests {
         assert!(e.contains("0.0 to 1.0"), "{e}");
         let e = parse(&["--start-time", "yesterday"]).expect_err("must fail");
         assert!(e.contains("RFC 3339"), "{e}");
+        let e = parse(&["--start-time", "0000-01-01T00:00:00Z"]).expect_err("must fail");
+        assert!(e.contains("between 1970 and 2262"), "{e}");
         let e = parse(&["--rows-per-file", "0"]).expect_err("must fail");
         assert!(e.contains("rows-per-file"), "{e}");
         let e = parse(&["--metrics-addr", "nowhere"]).expect_err("must fail");
