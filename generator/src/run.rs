@@ -24,6 +24,10 @@ use crate::writer::{FileStats, LandingFile, Manifest, remove_stale_temp_files};
 /// advance by 1 µs per event.
 pub const UNTHROTTLED_SIMULATED_RATE: u64 = 1_000_000;
 
+/// Without `--start-time` and unthrottled, event times follow the wall clock, read
+/// once per this many rows.
+const WALL_CLOCK_EVERY: u64 = 1_024;
+
 /// Longest single sleep while pacing, so a stop request is noticed promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 
@@ -89,6 +93,16 @@ impl SimClock {
         }
     }
 
+    /// A clock that does not advance by itself: its time is set with
+    /// [`SimClock::rebase`] (used to follow the wall clock).
+    fn wall(base_ns: i64) -> SimClock {
+        SimClock {
+            step_ns: 0,
+            step_remainder: 0,
+            ..SimClock::new(base_ns, 1)
+        }
+    }
+
     fn rebase(&mut self, base_ns: i64) {
         self.base_ns = base_ns;
         self.offset_ns = 0;
@@ -145,6 +159,19 @@ impl Pacer {
     }
 }
 
+/// Sleeps until the wall clock enters a new second, so that file names of this run
+/// (first event's second + sequence number from 1) cannot repeat those of a previous
+/// run that ended in the current second.
+fn wait_for_next_second(stop: &AtomicBool) {
+    let into_second = Utc::now().timestamp_subsec_nanos().min(999_999_999);
+    let mut left = Duration::from_nanos(u64::from(1_000_000_000 - into_second));
+    while !left.is_zero() && !stop.load(Ordering::Relaxed) {
+        let step = left.min(MAX_SLEEP);
+        std::thread::sleep(step);
+        left -= step;
+    }
+}
+
 /// The 32-byte ChaCha seed: the configured seed and the start time (so restarts without
 /// `--start-time` never repeat event ids).
 fn rng_seed(seed: u64, start_ns: i64) -> [u8; 32] {
@@ -191,7 +218,13 @@ pub fn run(
     let mut manifest = opts.manifest.as_deref().map(Manifest::open).transpose()?;
 
     let deterministic = opts.start_time.is_some();
+    if !deterministic {
+        wait_for_next_second(stop);
+    }
     let start_ns = timestamp_ns(&opts.start_time.unwrap_or_else(Utc::now));
+    // Without --start-time and unthrottled, event times are the wall clock (never ahead
+    // of it, as 1 µs per event would be when writing faster than 1M rows/s).
+    let follow_wall_clock = !deterministic && cfg.events_per_second == 0;
     let sim_rate = if cfg.events_per_second == 0 {
         UNTHROTTLED_SIMULATED_RATE
     } else {
@@ -207,7 +240,11 @@ pub fn run(
     );
     let defects = DefectDraw::new(cfg.bad_row_share);
     let mut encoder = RowEncoder::new();
-    let mut clock = SimClock::new(start_ns, sim_rate);
+    let mut clock = if follow_wall_clock {
+        SimClock::wall(start_ns)
+    } else {
+        SimClock::new(start_ns, sim_rate)
+    };
     let mut pacer = Pacer::new(cfg.events_per_second, 0);
     let limits = Limits {
         max_files: cfg.max_pending_files,
@@ -255,6 +292,10 @@ pub fn run(
         let Some((file, first_ns)) = current.as_mut() else {
             continue;
         };
+        if follow_wall_clock && index % WALL_CLOCK_EVERY == 0 {
+            let now = timestamp_ns(&Utc::now());
+            clock.rebase(now.max(clock.now_ns()));
+        }
 
         let row = traffic.next_row(&mut rng, clock.now_ns().div_euclid(1_000_000));
         let defect = defects.draw(&mut rng);
@@ -418,6 +459,41 @@ mod tests {
         assert_eq!(events, 1_000);
         let bad: u64 = m.bad_rows.iter().map(|c| c.get()).sum();
         assert_eq!(bad, s.bad_rows);
+    }
+
+    #[test]
+    fn without_start_time_unthrottled_times_follow_the_wall_clock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = opts(dir.path(), 1);
+        o.start_time = None;
+        o.config.total_rows = Some(50_000);
+        o.config.rows_per_file = 50_000;
+        o.config.bad_row_share = 0.0;
+        let before = Utc::now();
+        run(
+            &o,
+            &Metrics::new().expect("metrics"),
+            &AtomicBool::new(false),
+        )
+        .expect("run");
+        let after = Utc::now();
+        let name = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .find(|n| n.ends_with(".csv"))
+            .expect("a file");
+        let text = std::fs::read_to_string(dir.path().join(name)).expect("read");
+        let mut last = before;
+        for line in text.lines().skip(1) {
+            let t = line.split(',').nth(1).expect("time");
+            let t = DateTime::parse_from_rfc3339(t)
+                .expect("rfc3339")
+                .with_timezone(&Utc);
+            assert!(t >= last - chrono::Duration::milliseconds(1), "monotone");
+            assert!(t <= after, "{t} is after the run ended ({after})");
+            last = t;
+        }
     }
 
     #[test]

@@ -111,7 +111,8 @@ fn sigkill_never_leaves_a_partial_csv() {
             "--bad-row-share",
             "0",
         ]);
-        std::thread::sleep(Duration::from_millis(300 + 170 * attempt));
+        // Start-up waits for the next whole second (up to 1 s) without --start-time.
+        std::thread::sleep(Duration::from_millis(1_300 + 170 * attempt));
         child.kill().expect("SIGKILL");
         let _ = child.wait();
         assert_only_complete_files(&landing, &manifest);
@@ -153,7 +154,8 @@ fn sigterm_lands_the_current_file_and_exits_0() {
         "--seconds-per-file",
         "0",
     ]);
-    std::thread::sleep(Duration::from_millis(700));
+    // Start-up waits up to 1 s for the next whole second, then ~0.7 s of rows.
+    std::thread::sleep(Duration::from_millis(1_700));
     signal(&child, libc::SIGTERM);
     let status = wait_timeout(&mut child, Duration::from_secs(10));
     let mut stderr = String::new();
