@@ -29,7 +29,11 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 use sluice_core::config::{PipelineConfig, SslMode};
 
-use crate::crd::{IngestPipeline, LandingAccessMode};
+use crate::crd::{
+    IngestPipeline, LandingAccessMode, default_generator_resources, default_worker_resources,
+};
+use crate::validate::parse_quantity;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 
 pub const APP_NAME: &str = "sluice";
 pub const MANAGED_BY: &str = "sluice-operator";
@@ -417,7 +421,10 @@ pub fn generator(ipl: &IngestPipeline, config_hash: &str) -> Deployment {
         ports: Some(vec![metrics_port(GENERATOR_METRICS_PORT)]),
         liveness_probe: Some(http_probe("/healthz", 10, 6, 5)),
         readiness_probe: Some(http_probe("/readyz", 5, 3, 2)),
-        resources: Some(spec.generator.resources.clone()),
+        resources: Some(effective_resources(
+            &spec.generator.resources,
+            &default_generator_resources(),
+        )),
         security_context: Some(container_security_context()),
         volume_mounts: Some(vec![
             mount("landing", LANDING_DIR, false),
@@ -459,6 +466,39 @@ pub fn generator(ipl: &IngestPipeline, config_hash: &str) -> Deployment {
             ..Default::default()
         },
         ..Default::default()
+    }
+}
+
+/// The resources a container gets: the keys the spec names, and the defaults for the
+/// others (so that giving only `requests.cpu` keeps the memory limit). A default limit
+/// below the spec's request is raised to the request.
+pub fn effective_resources(
+    spec: &ResourceRequirements,
+    defaults: &ResourceRequirements,
+) -> ResourceRequirements {
+    let merge = |s: &Option<BTreeMap<String, Quantity>>, d: &Option<BTreeMap<String, Quantity>>| {
+        let mut m = d.clone().unwrap_or_default();
+        m.extend(s.clone().unwrap_or_default());
+        m
+    };
+    let requests = merge(&spec.requests, &defaults.requests);
+    let mut limits = merge(&spec.limits, &defaults.limits);
+    let user_limits = spec.limits.clone().unwrap_or_default();
+    for (res, req) in &requests {
+        if user_limits.contains_key(res) {
+            continue;
+        }
+        if let Some(lim) = limits.get_mut(res)
+            && let (Some(r), Some(l)) = (parse_quantity(&req.0), parse_quantity(&lim.0))
+            && r > l
+        {
+            *lim = req.clone();
+        }
+    }
+    ResourceRequirements {
+        requests: Some(requests),
+        limits: Some(limits),
+        ..spec.clone()
     }
 }
 
@@ -577,7 +617,10 @@ pub fn worker(ipl: &IngestPipeline, config_hash: &str, inputs: &BuildInputs) -> 
         ports: Some(vec![metrics_port(WORKER_METRICS_PORT)]),
         liveness_probe: Some(http_probe("/healthz", 10, 6, 5)),
         readiness_probe: Some(http_probe("/readyz", 5, 3, 2)),
-        resources: Some(spec.worker.resources.clone()),
+        resources: Some(effective_resources(
+            &spec.worker.resources,
+            &default_worker_resources(),
+        )),
         security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
         ..Default::default()
@@ -989,6 +1032,39 @@ mod tests {
             assert_eq!(ml["app.kubernetes.io/instance"], "shop");
             assert!(!ml.contains_key("app.kubernetes.io/component"));
         }
+    }
+
+    #[test]
+    fn partial_resources_keep_the_other_defaults() {
+        let q = |s: &str| Quantity(s.into());
+        let spec = ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".to_string(), q("1")),
+                    ("memory".to_string(), q("1Gi")),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let r = effective_resources(&spec, &default_worker_resources());
+        let req = r.requests.expect("requests");
+        let lim = r.limits.expect("limits");
+        assert_eq!(req["cpu"], q("1"));
+        assert_eq!(lim["cpu"], q("2"), "default cpu limit kept");
+        assert_eq!(
+            lim["memory"],
+            q("1Gi"),
+            "default memory limit raised to the request"
+        );
+        // An explicit limit is never changed.
+        let spec = ResourceRequirements {
+            limits: Some([("memory".to_string(), q("100Mi"))].into()),
+            ..Default::default()
+        };
+        let r = effective_resources(&spec, &default_worker_resources());
+        assert_eq!(r.limits.expect("limits")["memory"], q("100Mi"));
+        assert_eq!(r.requests.expect("requests")["memory"], q("64Mi"));
     }
 
     #[test]

@@ -102,7 +102,8 @@ pub struct GeneratorSpec {
     /// Generator settings (rates, file sizes, bad-row share, seed, backpressure).
     #[serde(flatten)]
     pub config: GeneratorConfig,
-    /// CPU and memory requests and limits of the generator container.
+    /// CPU and memory requests and limits of the generator container. Keys left out keep
+    /// their defaults (a default limit below a given request is raised to it).
     #[schemars(default = "default_generator_resources")]
     pub resources: ResourceRequirements,
 }
@@ -128,7 +129,8 @@ pub struct WorkerSpec {
     /// Worker settings (batch limits, after-commit policy, retention, dedupe, timeouts).
     #[serde(flatten)]
     pub config: WorkerConfig,
-    /// CPU and memory requests and limits of each worker container.
+    /// CPU and memory requests and limits of each worker container. Keys left out keep
+    /// their defaults (a default limit below a given request is raised to it).
     #[schemars(default = "default_worker_resources")]
     pub resources: ResourceRequirements,
 }

@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use sluice_core::config::ConfigError;
 
-use crate::crd::IngestPipeline;
+use crate::children::effective_resources;
+use crate::crd::{IngestPipeline, default_generator_resources, default_worker_resources};
 
 /// Longest pipeline name: children append up to 10 characters (`-generator`) and the
 /// StatefulSet's pods need room for the controller-revision-hash label (≤ 63).
@@ -52,8 +53,14 @@ pub fn validate(ipl: &IngestPipeline) -> Result<(), String> {
     }
     check_size("spec.landingZone.size", &spec.landing_zone.size)?;
     check_size("spec.checkpoints.size", &spec.checkpoints.size)?;
-    check_resources("spec.worker.resources", &spec.worker.resources)?;
-    check_resources("spec.generator.resources", &spec.generator.resources)?;
+    check_resources(
+        "spec.worker.resources",
+        &effective_resources(&spec.worker.resources, &default_worker_resources()),
+    )?;
+    check_resources(
+        "spec.generator.resources",
+        &effective_resources(&spec.generator.resources, &default_generator_resources()),
+    )?;
     for (field, image) in [
         ("spec.images.worker", &spec.images.worker),
         ("spec.images.generator", &spec.images.generator),
