@@ -417,7 +417,6 @@ pub fn generator(ipl: &IngestPipeline, config_hash: &str) -> Deployment {
         image: Some(spec.images.generator.clone()),
         image_pull_policy: Some(spec.images.pull_policy.as_str().into()),
         args: Some(generator_args()),
-        env: Some(vec![env_value("SLUICE_LOG_FORMAT", "json")]),
         ports: Some(vec![metrics_port(GENERATOR_METRICS_PORT)]),
         liveness_probe: Some(http_probe("/healthz", 10, 6, 5)),
         readiness_probe: Some(http_probe("/readyz", 5, 3, 2)),
@@ -508,6 +507,7 @@ pub fn generator_args() -> Vec<String> {
         format!("--landing-dir={LANDING_DIR}"),
         format!("--config={CONFIG_DIR}/{CONFIG_FILE}"),
         format!("--metrics-addr=0.0.0.0:{GENERATOR_METRICS_PORT}"),
+        "--log-format=json".into(),
     ]
 }
 
@@ -894,6 +894,31 @@ mod tests {
         assert_eq!(sel.key, "uri");
         assert!(env.iter().any(|e| e.name == "PGPASSWORD"));
         assert!(!env.iter().any(|e| e.name == "PGSSLROOTCERT"));
+    }
+
+    #[test]
+    fn generator_wiring() {
+        let c = build(&sample(), &BuildInputs::default());
+        let pod = pod_spec_of_generator(&c);
+        let args = pod.containers[0].args.clone().expect("args");
+        for a in [
+            "--landing-dir=/data/landing",
+            "--config=/etc/sluice/pipeline.json",
+            "--metrics-addr=0.0.0.0:9102",
+        ] {
+            assert!(args.contains(&a.to_string()), "{a}");
+        }
+        assert!(
+            pod.containers[0].env.is_none(),
+            "the generator gets no credentials"
+        );
+        let strategy = c
+            .generator
+            .spec
+            .strategy
+            .as_ref()
+            .and_then(|s| s.type_.clone());
+        assert_eq!(strategy.as_deref(), Some("Recreate"));
     }
 
     #[test]
