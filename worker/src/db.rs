@@ -28,11 +28,27 @@ pub enum DbError {
     MissingRootCert,
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    #[error("cannot connect to PostgreSQL at {target}: {}", error_chain(.source))]
     Connect {
         target: String,
         source: tokio_postgres::Error,
     },
+}
+
+/// An error and its causes, e.g. "error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer" — the top-level text alone rarely says what to fix.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Where and how to connect. Its `Debug` and [`DbSettings::describe`] never show the password.
