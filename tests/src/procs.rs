@@ -103,7 +103,10 @@ impl WorkerProc {
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                bail!("worker {} did not exit within {timeout:?} of SIGTERM", self.spec.id);
+                bail!(
+                    "worker {} did not exit within {timeout:?} of SIGTERM",
+                    self.spec.id
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -19,7 +19,13 @@ pub struct Dataset {
 
 impl Dataset {
     /// Generates `files` files of `rows_per_file` rows with the given bad-row share.
-    pub fn generate(root: &Path, files: u64, rows_per_file: u64, bad_share: f64, seed: u64) -> Result<Dataset> {
+    pub fn generate(
+        root: &Path,
+        files: u64,
+        rows_per_file: u64,
+        bad_share: f64,
+        seed: u64,
+    ) -> Result<Dataset> {
         let staging = root.join("staging");
         std::fs::create_dir_all(&staging)?;
         let manifest_path = root.join("manifest.jsonl");
@@ -76,7 +82,10 @@ pub async fn wait_settled(
     let deadline = Instant::now() + timeout;
     loop {
         check()?;
-        let in_ledger: i64 = match client.query_one("SELECT count(*) FROM sluice_files", &[]).await {
+        let in_ledger: i64 = match client
+            .query_one("SELECT count(*) FROM sluice_files", &[])
+            .await
+        {
             Ok(row) => row.get(0),
             Err(_) => -1, // tables not created yet, or the server is restarting
         };
@@ -88,7 +97,9 @@ pub async fn wait_settled(
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("not settled after {timeout:?}: {in_ledger} of {files} files in the ledger, {left} left in the landing zone");
+            bail!(
+                "not settled after {timeout:?}: {in_ledger} of {files} files in the ledger, {left} left in the landing zone"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -21,7 +21,8 @@ pub struct ManifestFile {
 }
 
 pub fn read_manifest(path: &Path) -> Result<Vec<ManifestFile>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening manifest {}", path.display()))?;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("opening manifest {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line?;
@@ -29,7 +30,8 @@ pub fn read_manifest(path: &Path) -> Result<Vec<ManifestFile>> {
             continue;
         }
         out.push(
-            serde_json::from_str(&line).with_context(|| format!("manifest line {}: {line}", i + 1))?,
+            serde_json::from_str(&line)
+                .with_context(|| format!("manifest line {}: {line}", i + 1))?,
         );
     }
     Ok(out)
@@ -58,7 +60,8 @@ pub fn expected(manifest: &[ManifestFile], files_dir: &Path) -> Result<Expected>
         exp.files.insert(m.file.clone());
         let bad: HashSet<u64> = m.bad_lines.iter().map(|(l, _)| *l).collect();
         for (line, reason) in &m.bad_lines {
-            exp.rejects.insert((m.file.clone(), *line as i64), reason.clone());
+            exp.rejects
+                .insert((m.file.clone(), *line as i64), reason.clone());
         }
         let path = files_dir.join(&m.file);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -72,12 +75,19 @@ pub fn expected(manifest: &[ManifestFile], files_dir: &Path) -> Result<Expected>
             let id = Uuid::try_parse_ascii(id_field)
                 .with_context(|| format!("{}:{line_no}: valid line without a UUID", m.file))?;
             if !exp.valid_ids.insert(id) {
-                bail!("{}:{line_no}: event id {id} appears twice in the generated data", m.file);
+                bail!(
+                    "{}:{line_no}: event id {id} appears twice in the generated data",
+                    m.file
+                );
             }
             valid_here += 1;
         }
         if valid_here != m.valid_rows {
-            bail!("{}: manifest says {} valid rows, file has {valid_here}", m.file, m.valid_rows);
+            bail!(
+                "{}: manifest says {} valid rows, file has {valid_here}",
+                m.file,
+                m.valid_rows
+            );
         }
     }
     Ok(exp)
@@ -108,7 +118,11 @@ pub async fn check_exactly_once(client: &tokio_postgres::Client, exp: &Expected)
         *seen.entry(r.get::<_, Uuid>(0)).or_default() += 1;
     }
     let dupes = seen.values().filter(|n| **n > 1).count();
-    let missing = exp.valid_ids.iter().filter(|id| !seen.contains_key(id)).count();
+    let missing = exp
+        .valid_ids
+        .iter()
+        .filter(|id| !seen.contains_key(id))
+        .count();
     let unexpected = seen.keys().filter(|id| !exp.valid_ids.contains(id)).count();
     if dupes > 0 {
         problems.push(format!("{dupes} event ids stored more than once"));
@@ -121,15 +135,27 @@ pub async fn check_exactly_once(client: &tokio_postgres::Client, exp: &Expected)
     }
 
     let q = client
-        .query("SELECT source_file, line_number, reason FROM quarantine", &[])
+        .query(
+            "SELECT source_file, line_number, reason FROM quarantine",
+            &[],
+        )
         .await?;
     let mut got: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
     for r in &q {
         got.entry((r.get(0), r.get(1))).or_default().push(r.get(2));
     }
     let q_dupes = got.values().filter(|v| v.len() > 1).count();
-    let q_missing: Vec<_> = exp.rejects.keys().filter(|k| !got.contains_key(*k)).take(5).collect();
-    let q_extra: Vec<_> = got.keys().filter(|k| !exp.rejects.contains_key(*k)).take(5).collect();
+    let q_missing: Vec<_> = exp
+        .rejects
+        .keys()
+        .filter(|k| !got.contains_key(*k))
+        .take(5)
+        .collect();
+    let q_extra: Vec<_> = got
+        .keys()
+        .filter(|k| !exp.rejects.contains_key(*k))
+        .take(5)
+        .collect();
     let q_wrong: Vec<_> = exp
         .rejects
         .iter()
@@ -142,7 +168,9 @@ pub async fn check_exactly_once(client: &tokio_postgres::Client, exp: &Expected)
         .take(5)
         .collect();
     if q_dupes > 0 {
-        problems.push(format!("{q_dupes} rejected lines quarantined more than once"));
+        problems.push(format!(
+            "{q_dupes} rejected lines quarantined more than once"
+        ));
     }
     if !q_missing.is_empty() {
         problems.push(format!(
@@ -175,7 +203,9 @@ pub async fn check_exactly_once(client: &tokio_postgres::Client, exp: &Expected)
     let l_missing = exp.files.difference(&ledger_files).count();
     let l_extra = ledger_files.difference(&exp.files).count();
     if l_missing > 0 || l_extra > 0 {
-        problems.push(format!("ledger: {l_missing} files missing, {l_extra} unexpected"));
+        problems.push(format!(
+            "ledger: {l_missing} files missing, {l_extra} unexpected"
+        ));
     }
 
     if problems.is_empty() {
@@ -186,6 +216,9 @@ pub async fn check_exactly_once(client: &tokio_postgres::Client, exp: &Expected)
             exp.files.len()
         ))
     } else {
-        bail!("delivery guarantee violated:\n  - {}", problems.join("\n  - "))
+        bail!(
+            "delivery guarantee violated:\n  - {}",
+            problems.join("\n  - ")
+        )
     }
 }

@@ -15,7 +15,10 @@ use sluice_testkit::scenario::{Dataset, wait_settled};
 use sluice_testkit::verify;
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Small batches and a short claim timeout, so kills land mid-batch and orphaned claims
@@ -49,7 +52,12 @@ fn worker(root: &Path, id: &str, url: &str) -> WorkerProc {
 
 fn logs(root: &Path, ids: &[&str]) -> String {
     ids.iter()
-        .map(|id| format!("--- {id} ---\n{}", tail(&root.join(format!("{id}.log")), 25)))
+        .map(|id| {
+            format!(
+                "--- {id} ---\n{}",
+                tail(&root.join(format!("{id}.log")), 25)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -83,7 +91,8 @@ async fn three_workers_survive_kills_and_postgres_restarts() {
     while kills < min_kills || pg_restarts < min_pg_restarts || released < files {
         if released < files {
             let n = per_step.min(files - released);
-            data.release(&landing, released..released + n).expect("release");
+            data.release(&landing, released..released + n)
+                .expect("release");
             released += n;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
@@ -93,7 +102,9 @@ async fn three_workers_survive_kills_and_postgres_restarts() {
             kills += 1;
         }
         // Spread the PostgreSQL crashes over the run.
-        if pg_restarts < min_pg_restarts && kills >= (pg_restarts + 1) * min_kills / (min_pg_restarts + 1) {
+        if pg_restarts < min_pg_restarts
+            && kills >= (pg_restarts + 1) * min_kills / (min_pg_restarts + 1)
+        {
             let c = cluster.clone();
             tokio::task::spawn_blocking(move || c.restart_immediate())
                 .await
@@ -128,7 +139,10 @@ async fn three_workers_survive_kills_and_postgres_restarts() {
     let replays = ids
         .iter()
         .map(|id| std::fs::read_to_string(root.join(format!("{id}.log"))).unwrap_or_default())
-        .map(|log| log.matches("replaying a batch").count() + log.matches("had committed before the restart").count())
+        .map(|log| {
+            log.matches("replaying a batch").count()
+                + log.matches("had committed before the restart").count()
+        })
         .sum::<usize>();
     println!("batches settled after a restart: {replays}");
 }
@@ -167,18 +181,26 @@ async fn rescale_two_three_one_with_a_worker_that_never_returns() {
     data.release(&landing, 80..files).expect("release");
 
     let client = db.connect().await.expect("connect");
-    wait_settled(&client, &landing, files, Duration::from_secs(120), || w0.check_alive())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", logs(root, &ids)));
+    wait_settled(&client, &landing, files, Duration::from_secs(120), || {
+        w0.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(root, &ids)));
     let report = verify::check_exactly_once(&client, &data.expected)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(root, &ids)));
     println!("{report}");
     let per_worker = client
-        .query("SELECT worker_id, count(*) FROM sluice_files GROUP BY worker_id ORDER BY 1", &[])
+        .query(
+            "SELECT worker_id, count(*) FROM sluice_files GROUP BY worker_id ORDER BY 1",
+            &[],
+        )
         .await
         .expect("per worker");
     let spread: Vec<(String, i64)> = per_worker.iter().map(|r| (r.get(0), r.get(1))).collect();
     println!("files per worker: {spread:?}");
-    assert!(spread.len() >= 2, "work was spread across workers: {spread:?}");
+    assert!(
+        spread.len() >= 2,
+        "work was spread across workers: {spread:?}"
+    );
 }

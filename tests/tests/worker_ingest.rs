@@ -30,23 +30,33 @@ async fn one_worker_loads_exactly_the_manifest() {
     let data = Dataset::generate(root.path(), 25, 2_000, 0.05, 7).expect("dataset");
     let s = spec(root.path(), "w-0", db.url(), &["--max-files", "4"]);
     let landing = s.landing.clone();
-    data.release(&landing, 0..data.manifest.len()).expect("release");
+    data.release(&landing, 0..data.manifest.len())
+        .expect("release");
     let mut w = WorkerProc::spawn(s).expect("worker");
     let client = db.connect().await.expect("connect");
     let log = root.path().join("w-0.log");
-    wait_settled(&client, &landing, 25, Duration::from_secs(120), || w.check_alive())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\nworker log:\n{}", tail(&log, 40)));
+    wait_settled(&client, &landing, 25, Duration::from_secs(120), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nworker log:\n{}", tail(&log, 40)));
     let report = verify::check_exactly_once(&client, &data.expected)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     println!("{report}");
-    assert!(data.expected.rejects.len() > 2_000, "the dataset must contain bad rows");
+    assert!(
+        data.expected.rejects.len() > 2_000,
+        "the dataset must contain bad rows"
+    );
     // Archived into a dated folder, nothing left in the landing zone.
     let archived: usize = std::fs::read_dir(landing.join("archive"))
         .expect("archive dir")
         .flatten()
-        .map(|day| std::fs::read_dir(day.path()).map(|d| d.count()).unwrap_or(0))
+        .map(|day| {
+            std::fs::read_dir(day.path())
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
         .sum();
     assert_eq!(archived, 25);
     // The quarantine keeps the raw line and a message a person can read.
@@ -82,9 +92,11 @@ async fn unreadable_files_are_set_aside_with_a_reason() {
     .expect("write");
     let mut w = WorkerProc::spawn(s).expect("worker");
     let client = db.connect().await.expect("connect");
-    wait_settled(&client, &landing, 4, Duration::from_secs(60), || w.check_alive())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&root.path().join("w-0.log"), 40)));
+    wait_settled(&client, &landing, 4, Duration::from_secs(60), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&root.path().join("w-0.log"), 40)));
     let rows = client
         .query(
             "SELECT file_name, outcome, coalesce(failure_reason, '') FROM sluice_files ORDER BY file_name",
@@ -92,23 +104,38 @@ async fn unreadable_files_are_set_aside_with_a_reason() {
         )
         .await
         .expect("ledger");
-    let got: Vec<(String, String, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    let got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     assert_eq!(
         got,
         vec![
             ("binary.csv".into(), "failed".into(), "binary_file".into()),
             ("empty.csv".into(), "failed".into(), "empty_file".into()),
             ("good.csv".into(), "loaded".into(), "".into()),
-            ("wrong-header.csv".into(), "failed".into(), "bad_header".into()),
+            (
+                "wrong-header.csv".into(),
+                "failed".into(),
+                "bad_header".into()
+            ),
         ]
     );
     for name in ["binary.csv", "empty.csv", "wrong-header.csv"] {
-        assert!(landing.join("failed").join(name).exists(), "{name} set aside");
-        let note = std::fs::read_to_string(landing.join("failed").join(format!("{name}.reason.txt")))
-            .expect("reason file");
+        assert!(
+            landing.join("failed").join(name).exists(),
+            "{name} set aside"
+        );
+        let note =
+            std::fs::read_to_string(landing.join("failed").join(format!("{name}.reason.txt")))
+                .expect("reason file");
         assert!(note.contains("reason: "), "{note}");
     }
-    let events: i64 = client.query_one("SELECT count(*) FROM events", &[]).await.expect("count").get(0);
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(events, 1, "the good file still loads");
 }
 
@@ -118,7 +145,12 @@ async fn dedupe_skips_event_ids_already_stored() {
     let db = cluster.create_database().await.expect("database");
     let root = tempfile::tempdir().expect("tempdir");
     let data = Dataset::generate(root.path(), 2, 500, 0.0, 3).expect("dataset");
-    let s = spec(root.path(), "w-0", db.url(), &["--dedupe", "--after-commit", "delete"]);
+    let s = spec(
+        root.path(),
+        "w-0",
+        db.url(),
+        &["--dedupe", "--after-commit", "delete"],
+    );
     let landing = s.landing.clone();
     // The same content under a second name: every row is a duplicate.
     let first = &data.manifest[0].file;
@@ -126,21 +158,32 @@ async fn dedupe_skips_event_ids_already_stored() {
     data.release(&landing, 0..2).expect("release");
     let mut w = WorkerProc::spawn(s).expect("worker");
     let client = db.connect().await.expect("connect");
-    wait_settled(&client, &landing, 3, Duration::from_secs(60), || w.check_alive())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&root.path().join("w-0.log"), 40)));
+    wait_settled(&client, &landing, 3, Duration::from_secs(60), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&root.path().join("w-0.log"), 40)));
     let row = client
         .query_one("SELECT count(*), count(DISTINCT event_id) FROM events", &[])
         .await
         .expect("count");
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1_000, 1_000));
     let dedup: i64 = client
-        .query_one("SELECT sum(rows_deduplicated)::int8 FROM sluice_batches", &[])
+        .query_one(
+            "SELECT sum(rows_deduplicated)::int8 FROM sluice_batches",
+            &[],
+        )
         .await
         .expect("sum")
         .get(0);
     assert_eq!(dedup, 500);
-    assert!(std::fs::read_dir(&landing).expect("dir").flatten().all(|e| e.path().is_dir()), "files deleted");
+    assert!(
+        std::fs::read_dir(&landing)
+            .expect("dir")
+            .flatten()
+            .all(|e| e.path().is_dir()),
+        "files deleted"
+    );
 }
 
 async fn http_status(addr: &str, path: &str) -> Option<u16> {
@@ -185,29 +228,50 @@ async fn readiness_follows_the_database_and_sigterm_is_clean() {
     let landing = s.landing.clone();
     let data = Dataset::generate(root.path(), 2, 100, 0.0, 5).expect("dataset");
     let mut w = WorkerProc::spawn(s).expect("worker");
-    assert!(wait_status(&addr, "/readyz", 200, Duration::from_secs(30)).await, "ready with the database up");
+    assert!(
+        wait_status(&addr, "/readyz", 200, Duration::from_secs(30)).await,
+        "ready with the database up"
+    );
     data.release(&landing, 0..1).expect("release");
     let client = db.connect().await.expect("connect");
-    wait_settled(&client, &landing, 1, Duration::from_secs(30), || w.check_alive())
-        .await
-        .expect("first file");
+    wait_settled(&client, &landing, 1, Duration::from_secs(30), || {
+        w.check_alive()
+    })
+    .await
+    .expect("first file");
     drop(client);
 
     cluster.stop_immediate().expect("stop postgres");
-    assert!(wait_status(&addr, "/readyz", 503, Duration::from_secs(30)).await, "not ready without the database");
+    assert!(
+        wait_status(&addr, "/readyz", 503, Duration::from_secs(30)).await,
+        "not ready without the database"
+    );
     data.release(&landing, 1..2).expect("release");
     tokio::time::sleep(Duration::from_secs(2)).await;
     w.check_alive().expect("worker survives the outage");
-    assert_eq!(http_status(&addr, "/healthz").await, Some(200), "still live");
+    assert_eq!(
+        http_status(&addr, "/healthz").await,
+        Some(200),
+        "still live"
+    );
 
     cluster.start_again().expect("start postgres");
     let client = db.connect().await.expect("connect");
-    wait_settled(&client, &landing, 2, Duration::from_secs(60), || w.check_alive())
+    wait_settled(&client, &landing, 2, Duration::from_secs(60), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&root.path().join("w-0.log"), 40)));
+    assert!(
+        wait_status(&addr, "/readyz", 200, Duration::from_secs(30)).await,
+        "ready again"
+    );
+    verify::check_exactly_once(&client, &data.expected)
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&root.path().join("w-0.log"), 40)));
-    assert!(wait_status(&addr, "/readyz", 200, Duration::from_secs(30)).await, "ready again");
-    verify::check_exactly_once(&client, &data.expected).await.expect("exactly once");
+        .expect("exactly once");
 
-    let status = w.terminate(Duration::from_secs(30)).expect("exits on SIGTERM");
+    let status = w
+        .terminate(Duration::from_secs(30))
+        .expect("exits on SIGTERM");
     assert!(status.success(), "clean exit, got {status}");
 }

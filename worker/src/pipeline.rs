@@ -208,8 +208,7 @@ pub async fn run(
             Ok(()) => break,
             Err(e) => e,
         };
-        let connection_lost =
-            client.is_closed() || client.simple_query("SELECT 1").await.is_err();
+        let connection_lost = client.is_closed() || client.simple_query("SELECT 1").await.is_err();
         if !connection_lost {
             return Err(error);
         }

@@ -72,12 +72,21 @@ async fn main() -> Result<()> {
     )?;
     let psql = pg.pg_bin().join("psql");
     if !psql.exists() {
-        bail!("psql not found next to the server binaries ({})", psql.display());
+        bail!(
+            "psql not found next to the server binaries ({})",
+            psql.display()
+        );
     }
 
     let files = args.rows.div_ceil(args.rows_per_file);
     eprintln!("generating {files} files x {} rows", args.rows_per_file);
-    let data = Dataset::generate(&root.join("data"), files, args.rows_per_file, args.bad_row_share, 7)?;
+    let data = Dataset::generate(
+        &root.join("data"),
+        files,
+        args.rows_per_file,
+        args.bad_row_share,
+        7,
+    )?;
     let valid_csv = root.join("valid.csv");
     write_valid_rows(&data, &valid_csv)?;
     let valid_rows = data.expected.valid_rows() as u64;
@@ -97,14 +106,24 @@ async fn main() -> Result<()> {
     };
 
     println!();
-    println!("Sluice benchmark — {total_rows} rows ({valid_rows} valid) in {files} files, {} worker(s)", args.workers);
-    println!("{:<26} {:>14} {:>14} {:>8} {:>16}", "table", "psql \\copy r/s", "sluice r/s", "ratio", "worker peak RSS");
+    println!(
+        "Sluice benchmark — {total_rows} rows ({valid_rows} valid) in {files} files, {} worker(s)",
+        args.workers
+    );
+    println!(
+        "{:<26} {:>14} {:>14} {:>8} {:>16}",
+        "table", "psql \\copy r/s", "sluice r/s", "ratio", "worker peak RSS"
+    );
     for (with_pk, copy_s, sluice) in &results {
         let copy_rate = valid_rows as f64 / copy_s;
         let sluice_rate = valid_rows as f64 / sluice.seconds;
         println!(
             "{:<26} {:>14.0} {:>14.0} {:>8.2} {:>12.1} MiB",
-            if *with_pk { "PRIMARY KEY (event_id)" } else { "no key" },
+            if *with_pk {
+                "PRIMARY KEY (event_id)"
+            } else {
+                "no key"
+            },
             copy_rate,
             sluice_rate,
             sluice_rate / copy_rate,
@@ -180,7 +199,10 @@ async fn bench_copy(pg: &PgCluster, psql: &Path, csv: &Path, with_pk: bool) -> R
         .context("running psql")?;
     let seconds = started.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!("psql \\copy failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "psql \\copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     eprintln!("psql \\copy (pk={with_pk}): {seconds:.2} s");
     Ok(seconds)
@@ -191,7 +213,14 @@ struct SluiceRun {
     peak_rss_kib: u64,
 }
 
-fn spawn_workers(root: &Path, landing: &Path, url: &str, n: usize, tag: &str, extra: &[&str]) -> Result<Vec<WorkerProc>> {
+fn spawn_workers(
+    root: &Path,
+    landing: &Path,
+    url: &str,
+    n: usize,
+    tag: &str,
+    extra: &[&str],
+) -> Result<Vec<WorkerProc>> {
     (0..n)
         .map(|i| {
             let checkpoint = root.join(format!("ck-{tag}-{i}"));
@@ -201,7 +230,11 @@ fn spawn_workers(root: &Path, landing: &Path, url: &str, n: usize, tag: &str, ex
                 landing: landing.to_path_buf(),
                 checkpoint,
                 database_url: url.to_string(),
-                extra: extra.iter().map(|s| s.to_string()).chain(["--after-commit".into(), "keep".into()]).collect(),
+                extra: extra
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(["--after-commit".into(), "keep".into()])
+                    .collect(),
                 log: root.join(format!("worker-{tag}-{i}.log")),
             })
         })
@@ -211,7 +244,11 @@ fn spawn_workers(root: &Path, landing: &Path, url: &str, n: usize, tag: &str, ex
 /// Waits until the workers have migrated (the ledger table exists).
 async fn wait_ready(client: &tokio_postgres::Client) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while client.query_one("SELECT count(*) FROM sluice_files", &[]).await.is_err() {
+    while client
+        .query_one("SELECT count(*) FROM sluice_files", &[])
+        .await
+        .is_err()
+    {
         if Instant::now() > deadline {
             bail!("workers did not create the schema within 30 s");
         }
@@ -221,7 +258,13 @@ async fn wait_ready(client: &tokio_postgres::Client) -> Result<()> {
 }
 
 /// (b) Sluice ingesting the same files; returns seconds from release to the last commit.
-async fn bench_sluice(pg: &PgCluster, data: &Dataset, root: &Path, workers: usize, with_pk: bool) -> Result<SluiceRun> {
+async fn bench_sluice(
+    pg: &PgCluster,
+    data: &Dataset,
+    root: &Path,
+    workers: usize,
+    with_pk: bool,
+) -> Result<SluiceRun> {
     let db = fresh_db(pg).await?;
     let mut client = db.connect().await?;
     sluice_worker::migrate::migrate(&mut client).await?;
@@ -249,7 +292,10 @@ async fn bench_sluice(pg: &PgCluster, data: &Dataset, root: &Path, workers: usiz
     let files = data.manifest.len() as i64;
     let deadline = started + Duration::from_secs(600);
     loop {
-        let done: i64 = client.query_one("SELECT count(*) FROM sluice_files", &[]).await?.get(0);
+        let done: i64 = client
+            .query_one("SELECT count(*) FROM sluice_files", &[])
+            .await?
+            .get(0);
         if done == files {
             break;
         }
@@ -259,14 +305,28 @@ async fn bench_sluice(pg: &PgCluster, data: &Dataset, root: &Path, workers: usiz
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let loaded: i64 = client.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
+    let loaded: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .get(0);
     if loaded as usize != data.expected.valid_rows() {
-        bail!("sluice loaded {loaded} rows, expected {}", data.expected.valid_rows());
+        bail!(
+            "sluice loaded {loaded} rows, expected {}",
+            data.expected.valid_rows()
+        );
     }
-    let peak_rss_kib = procs.iter().filter_map(|p| p.pid()).filter_map(peak_rss_kib).max().unwrap_or(0);
+    let peak_rss_kib = procs
+        .iter()
+        .filter_map(|p| p.pid())
+        .filter_map(peak_rss_kib)
+        .max()
+        .unwrap_or(0);
     drop(procs);
     eprintln!("sluice (pk={with_pk}): {seconds:.2} s");
-    Ok(SluiceRun { seconds, peak_rss_kib })
+    Ok(SluiceRun {
+        seconds,
+        peak_rss_kib,
+    })
 }
 
 struct Latency {
@@ -280,10 +340,20 @@ struct Latency {
 
 /// Offers small files at a steady rate and measures rename → visible in `sluice_files`.
 async fn bench_latency(pg: &PgCluster, root: &Path, args: &Args) -> Result<Latency> {
-    let files_per_second = (args.latency_rows_per_second as f64 / args.latency_rows_per_file as f64).max(1.0);
+    let files_per_second =
+        (args.latency_rows_per_second as f64 / args.latency_rows_per_file as f64).max(1.0);
     let files = (files_per_second * args.latency_seconds as f64).ceil() as u64;
-    eprintln!("latency run: {files} files of {} rows at {files_per_second:.0} files/s", args.latency_rows_per_file);
-    let data = Dataset::generate(&root.join("latency-data"), files, args.latency_rows_per_file, args.bad_row_share, 11)?;
+    eprintln!(
+        "latency run: {files} files of {} rows at {files_per_second:.0} files/s",
+        args.latency_rows_per_file
+    );
+    let data = Dataset::generate(
+        &root.join("latency-data"),
+        files,
+        args.latency_rows_per_file,
+        args.bad_row_share,
+        11,
+    )?;
     let db = fresh_db(pg).await?;
     let mut client = db.connect().await?;
     sluice_worker::migrate::migrate(&mut client).await?;
@@ -300,14 +370,20 @@ async fn bench_latency(pg: &PgCluster, root: &Path, args: &Args) -> Result<Laten
         let mut seen: HashMap<String, Instant> = HashMap::new();
         let mut last_count = 0i64;
         while seen.len() < total {
-            let count: i64 = match poll_client.query_one("SELECT count(*) FROM sluice_files", &[]).await {
+            let count: i64 = match poll_client
+                .query_one("SELECT count(*) FROM sluice_files", &[])
+                .await
+            {
                 Ok(row) => row.get(0),
                 Err(_) => break,
             };
             if count != last_count {
                 let now = Instant::now();
                 last_count = count;
-                if let Ok(rows) = poll_client.query("SELECT file_name FROM sluice_files", &[]).await {
+                if let Ok(rows) = poll_client
+                    .query("SELECT file_name FROM sluice_files", &[])
+                    .await
+                {
                     for row in rows {
                         seen.entry(row.get(0)).or_insert(now);
                     }
@@ -335,14 +411,26 @@ async fn bench_latency(pg: &PgCluster, root: &Path, args: &Args) -> Result<Laten
     let seen = tokio::time::timeout(Duration::from_secs(120), poller)
         .await
         .context("rows did not become visible within 2 minutes")??;
-    let peak_rss_kib = procs.iter().filter_map(|p| p.pid()).filter_map(peak_rss_kib).max().unwrap_or(0);
+    let peak_rss_kib = procs
+        .iter()
+        .filter_map(|p| p.pid())
+        .filter_map(peak_rss_kib)
+        .max()
+        .unwrap_or(0);
     drop(procs);
     let mut ms: Vec<f64> = renamed
         .iter()
-        .filter_map(|(name, at)| seen.get(name).map(|v| v.saturating_duration_since(*at).as_secs_f64() * 1000.0))
+        .filter_map(|(name, at)| {
+            seen.get(name)
+                .map(|v| v.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+        })
         .collect();
     if ms.len() != renamed.len() {
-        bail!("only {} of {} files became visible", ms.len(), renamed.len());
+        bail!(
+            "only {} of {} files became visible",
+            ms.len(),
+            renamed.len()
+        );
     }
     ms.sort_by(f64::total_cmp);
     let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];

@@ -53,7 +53,8 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Proc> {
-        let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         // Own process group: Ctrl-C reaches only us, and we stop the children in order.
         cmd.process_group(0)
             .stdin(Stdio::null())
@@ -110,7 +111,10 @@ impl Drop for Proc {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice-local: {e}");
@@ -152,9 +156,10 @@ async fn run(args: Args) -> Result<()> {
         None => {
             print!("PostgreSQL: starting an ephemeral cluster… ");
             std::io::stdout().flush().ok();
-            let cluster = tokio::task::spawn_blocking(|| PgCluster::start_with(PgOptions::default()))
-                .await?
-                .context("starting PostgreSQL")?;
+            let cluster =
+                tokio::task::spawn_blocking(|| PgCluster::start_with(PgOptions::default()))
+                    .await?
+                    .context("starting PostgreSQL")?;
             let admin = cluster.connect("postgres").await?;
             admin.batch_execute("CREATE DATABASE sluice").await?;
             let url = cluster.url_for("sluice");
@@ -167,12 +172,19 @@ async fn run(args: Args) -> Result<()> {
     for i in 0..args.workers {
         let id = format!("worker-{i}");
         let mut cmd = Command::new(&worker_bin);
-        cmd.args(["--worker-id", &id, "--metrics-addr", "none", "--log-format", "text"])
-            .arg("--landing-dir")
-            .arg(&landing)
-            .arg("--checkpoint-dir")
-            .arg(root.join("checkpoints").join(&id))
-            .env("DATABASE_URL", &url);
+        cmd.args([
+            "--worker-id",
+            &id,
+            "--metrics-addr",
+            "none",
+            "--log-format",
+            "text",
+        ])
+        .arg("--landing-dir")
+        .arg(&landing)
+        .arg("--checkpoint-dir")
+        .arg(root.join("checkpoints").join(&id))
+        .env("DATABASE_URL", &url);
         workers.push(Proc::spawn(&id, &mut cmd, &logs.join(format!("{id}.log")))?);
     }
     let client = connect_when_ready(&url, &mut workers, &logs).await?;
@@ -214,7 +226,11 @@ async fn run(args: Args) -> Result<()> {
         let now = Instant::now();
         let rate = (p.loaded - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(0.001);
         last = (now, p.loaded);
-        let alive = workers.iter_mut().map(|w| w.running()).filter(|r| *r).count();
+        let alive = workers
+            .iter_mut()
+            .map(|w| w.running())
+            .filter(|r| *r)
+            .count();
         print!(
             "\r{:>6.1}s  loaded {:>10}  {:>8.0} rows/s  rejected {:>7}  backlog {:>4} files  lag {:>5.2}s  workers {alive}/{}   ",
             started.elapsed().as_secs_f64(),
@@ -260,20 +276,34 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-async fn connect_when_ready(url: &str, workers: &mut [Proc], logs: &Path) -> Result<tokio_postgres::Client> {
+async fn connect_when_ready(
+    url: &str,
+    workers: &mut [Proc],
+    logs: &Path,
+) -> Result<tokio_postgres::Client> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(client) = sluice_testkit::pg::connect(url).await {
             // The workers apply the migrations; wait until the ledger exists.
-            if client.query_one("SELECT to_regclass('sluice_files') IS NOT NULL", &[]).await?.get::<_, bool>(0) {
+            if client
+                .query_one("SELECT to_regclass('sluice_files') IS NOT NULL", &[])
+                .await?
+                .get::<_, bool>(0)
+            {
                 return Ok(client);
             }
         }
         if workers.iter_mut().map(|w| w.running()).all(|r| !r) {
-            bail!("the workers exited during start-up; see the logs in {}", logs.display());
+            bail!(
+                "the workers exited during start-up; see the logs in {}",
+                logs.display()
+            );
         }
         if Instant::now() > deadline {
-            bail!("the workers did not set up the database within 60 s; see {}", logs.display());
+            bail!(
+                "the workers did not set up the database within 60 s; see {}",
+                logs.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -319,7 +349,11 @@ async fn progress(client: &tokio_postgres::Client, landing: &Path) -> Result<Pro
     })
 }
 
-async fn summary(client: &tokio_postgres::Client, elapsed: Duration, rss: &[(String, u64)]) -> Result<()> {
+async fn summary(
+    client: &tokio_postgres::Client,
+    elapsed: Duration,
+    rss: &[(String, u64)],
+) -> Result<()> {
     let totals = client
         .query_one(
             "SELECT count(*) FILTER (WHERE outcome = 'loaded'), count(*) FILTER (WHERE outcome = 'failed'),
@@ -330,11 +364,21 @@ async fn summary(client: &tokio_postgres::Client, elapsed: Duration, rss: &[(Str
         .await?;
     let (files, failed, loaded, rejected): (i64, i64, i64, i64) =
         (totals.get(0), totals.get(1), totals.get(2), totals.get(3));
-    let events: i64 = client.query_one("SELECT count(*) FROM events", &[]).await?.get(0);
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .get(0);
     println!("\n══ Summary ══════════════════════════════════════════════");
     println!("  ran for            {:.1} s", elapsed.as_secs_f64());
-    println!("  files loaded       {}  (set aside as unreadable: {failed})", thousands(files));
-    println!("  rows loaded        {}  (events table holds {})", thousands(loaded), thousands(events));
+    println!(
+        "  files loaded       {}  (set aside as unreadable: {failed})",
+        thousands(files)
+    );
+    println!(
+        "  rows loaded        {}  (events table holds {})",
+        thousands(loaded),
+        thousands(events)
+    );
     println!("  rows rejected      {}", thousands(rejected));
     println!(
         "  average rate       {:.0} rows/s",
@@ -344,12 +388,19 @@ async fn summary(client: &tokio_postgres::Client, elapsed: Duration, rss: &[(Str
         println!("  peak RSS {name:<9} {:.1} MiB", *kib as f64 / 1024.0);
     }
     let reasons = client
-        .query("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY 2 DESC", &[])
+        .query(
+            "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY 2 DESC",
+            &[],
+        )
         .await?;
     if !reasons.is_empty() {
         println!("\n  Rejected rows by reason:");
         for r in reasons {
-            println!("    {:<22} {:>8}", r.get::<_, String>(0), thousands(r.get::<_, i64>(1)));
+            println!(
+                "    {:<22} {:>8}",
+                r.get::<_, String>(0),
+                thousands(r.get::<_, i64>(1))
+            );
         }
     }
     let revenue = client
@@ -379,18 +430,35 @@ async fn summary(client: &tokio_postgres::Client, elapsed: Duration, rss: &[(Str
         .await?;
     let by_type: BTreeMap<String, (i64, i64)> = funnel
         .iter()
-        .map(|r| (r.get::<_, String>(0), (r.get::<_, i64>(1), r.get::<_, i64>(2))))
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                (r.get::<_, i64>(1), r.get::<_, i64>(2)),
+            )
+        })
         .collect();
     let sessions = |t: &str| by_type.get(t).map(|v| v.1).unwrap_or(0);
-    let (v, c, p) = (sessions("view"), sessions("add_to_cart"), sessions("purchase"));
+    let (v, c, p) = (
+        sessions("view"),
+        sessions("add_to_cart"),
+        sessions("purchase"),
+    );
     if v > 0 {
         println!("\n  Funnel (sessions):");
         println!("    viewed            {:>10}", thousands(v));
-        println!("    added to cart     {:>10}  ({:.1}% of viewing sessions)", thousands(c), 100.0 * c as f64 / v as f64);
+        println!(
+            "    added to cart     {:>10}  ({:.1}% of viewing sessions)",
+            thousands(c),
+            100.0 * c as f64 / v as f64
+        );
         println!(
             "    purchased         {:>10}  ({:.1}% of carting sessions)",
             thousands(p),
-            if c > 0 { 100.0 * p as f64 / c as f64 } else { 0.0 }
+            if c > 0 {
+                100.0 * p as f64 / c as f64
+            } else {
+                0.0
+            }
         );
     }
     Ok(())
