@@ -92,6 +92,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         bad_rows = summary.bad_rows,
         bytes = summary.bytes,
         stopped_by_signal = summary.stopped,
+        elapsed_seconds = summary.elapsed_seconds,
+        rows_per_second = (summary.rows as f64 / summary.elapsed_seconds.max(1e-9)).round(),
         "generator finished: {} files, {} rows, {} bad rows",
         summary.files,
         summary.rows,

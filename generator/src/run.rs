@@ -52,6 +52,8 @@ pub struct Summary {
     pub bytes: u64,
     /// True when the run ended because `stop` was set.
     pub stopped: bool,
+    /// Seconds from the first row to the end (excluding the start-up wait).
+    pub elapsed_seconds: f64,
 }
 
 /// Event times: `base + k / rate` seconds for the k-th event since the base, computed
@@ -221,6 +223,7 @@ pub fn run(
     if !deterministic {
         wait_for_next_second(stop);
     }
+    let started = Instant::now();
     let start_ns = timestamp_ns(&opts.start_time.unwrap_or_else(Utc::now));
     // Without --start-time and unthrottled, event times are the wall clock (never ahead
     // of it, as 1 µs per event would be when writing faster than 1M rows/s).
@@ -346,6 +349,7 @@ pub fn run(
             file.discard()?;
         }
     }
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
