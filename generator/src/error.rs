@@ -18,6 +18,8 @@ pub enum GeneratorError {
         "{path} already exists and no free sequence number was found; empty the landing directory"
     )]
     NameTaken { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] sluice_core::config::ConfigError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -211,6 +211,7 @@ pub fn run(
     stop: &AtomicBool,
 ) -> Result<Summary, GeneratorError> {
     let cfg = &opts.config;
+    cfg.validate()?;
     let dir = &opts.landing_dir;
     std::fs::create_dir_all(dir).map_err(|e| GeneratorError::io("creating", dir, e))?;
     let stale = remove_stale_temp_files(dir)?;
@@ -498,6 +499,19 @@ mod tests {
             assert!(t <= after, "{t} is after the run ended ({after})");
             last = t;
         }
+    }
+
+    #[test]
+    fn invalid_config_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = opts(dir.path(), 1);
+        o.config.view_to_cart_rate = f64::NAN;
+        let e = run(
+            &o,
+            &Metrics::new().expect("metrics"),
+            &AtomicBool::new(false),
+        );
+        assert!(matches!(e, Err(GeneratorError::Config(_))), "{e:?}");
     }
 
     #[test]
