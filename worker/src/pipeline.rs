@@ -400,13 +400,17 @@ impl Planner {
                     }
                 }
                 Decision::Go => {
+                    // Wait for the committer to take the previous batch before parsing
+                    // this one: one batch being written and one parsed is all the
+                    // overlap two cores can use, and a third would only cost memory.
+                    let permit = tokio::select! {
+                        p = tx.reserve() => match p { Ok(p) => p, Err(_) => return },
+                        _ = shutdown.changed() => return,
+                    };
                     let Some(batch) = self.plan_and_parse(selection, None).await else {
                         continue;
                     };
-                    tokio::select! {
-                        sent = tx.send(batch) => if sent.is_err() { return },
-                        _ = shutdown.changed() => return,
-                    }
+                    permit.send(batch);
                 }
             }
         }

@@ -29,8 +29,8 @@ struct Args {
     /// Rows in the throughput dataset.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
-    /// Rows per file in the throughput dataset.
-    #[arg(long, default_value_t = 50_000)]
+    /// Rows per file in the throughput dataset (the generator's default).
+    #[arg(long, default_value_t = 10_000)]
     rows_per_file: u64,
     /// Share of bad rows in the datasets.
     #[arg(long, default_value_t = 0.01)]
@@ -47,6 +47,9 @@ struct Args {
     /// Duration of the latency run, in seconds.
     #[arg(long, default_value_t = 20)]
     latency_seconds: u64,
+    /// Extra worker flag (repeatable), e.g. --worker-arg=--max-bytes=4194304.
+    #[arg(long = "worker-arg", allow_hyphen_values = true)]
+    worker_args: Vec<String>,
     /// Skip the latency run.
     #[arg(long)]
     no_latency: bool,
@@ -95,7 +98,8 @@ async fn main() -> Result<()> {
     let mut results = Vec::new();
     for with_pk in [false, true] {
         let copy_s = bench_copy(&pg, &psql, &valid_csv, with_pk).await?;
-        let sluice = bench_sluice(&pg, &data, &root, args.workers, with_pk).await?;
+        let sluice =
+            bench_sluice(&pg, &data, &root, args.workers, with_pk, &args.worker_args).await?;
         results.push((with_pk, copy_s, sluice));
     }
 
@@ -219,7 +223,7 @@ fn spawn_workers(
     url: &str,
     n: usize,
     tag: &str,
-    extra: &[&str],
+    extra: &[String],
 ) -> Result<Vec<WorkerProc>> {
     (0..n)
         .map(|i| {
@@ -264,6 +268,7 @@ async fn bench_sluice(
     root: &Path,
     workers: usize,
     with_pk: bool,
+    worker_args: &[String],
 ) -> Result<SluiceRun> {
     let db = fresh_db(pg).await?;
     let mut client = db.connect().await?;
@@ -282,7 +287,7 @@ async fn bench_sluice(
     for m in &data.manifest {
         std::fs::hard_link(data.staging.join(&m.file), staging.join(&m.file))?;
     }
-    let procs = spawn_workers(root, &landing, db.url(), workers, tag, &[])?;
+    let procs = spawn_workers(root, &landing, db.url(), workers, tag, worker_args)?;
     wait_ready(&client).await?;
     client.batch_execute("CHECKPOINT").await?;
     let started = Instant::now();
@@ -359,7 +364,14 @@ async fn bench_latency(pg: &PgCluster, root: &Path, args: &Args) -> Result<Laten
     sluice_worker::migrate::migrate(&mut client).await?;
     let landing = root.join("landing-latency");
     std::fs::create_dir_all(&landing)?;
-    let procs = spawn_workers(root, &landing, db.url(), args.workers, "latency", &[])?;
+    let procs = spawn_workers(
+        root,
+        &landing,
+        db.url(),
+        args.workers,
+        "latency",
+        &args.worker_args,
+    )?;
     wait_ready(&client).await?;
 
     // The poller runs on its own connection and task, so that renaming stays on schedule.
