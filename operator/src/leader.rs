@@ -204,7 +204,7 @@ pub async fn keep(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(RENEW_EVERY) => {}
-            _ = stop.wait_for(|s| *s) => {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
                 if let Err(e) = elector.release().await {
                     tracing::warn!(error = %e, "could not release the Lease");
                 }

@@ -1,0 +1,1368 @@
+//! The operator against a real kube-apiserver 1.20 + etcd + kube-controller-manager
+//! (`sluice_testkit::kube_env`, the envtest pattern): the CRD from `crd::crd()` is
+//! installed, `sluice_operator::run` runs in-process (one per test, watching that test's
+//! namespace only), and the tests drive it the way a user and the cluster would.
+//!
+//! All tests share one control plane (started once per test binary); each uses a
+//! namespace of its own. There is no kubelet and no scheduler: pods stay `Pending`, so
+//! where readiness matters the test patches the pods' status (status subresource) the way
+//! the kubelet would, and the real StatefulSet / ReplicaSet / Deployment controllers
+//! derive their own status from that.
+//!
+//! Skipped with a loud `SKIPPED:` line when the control-plane binaries are not available
+//! and `SLUICE_KUBE_REQUIRED` is unset (see `KubeEnv::shared_or_skip`).
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::{Client, Resource, ResourceExt as _};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sluice_core::telemetry::Health;
+use sluice_operator::children::{
+    self, CONFIG_FILE, CONFIG_HASH_ANNOTATION, CREDENTIALS_ANNOTATION,
+};
+use sluice_operator::metrics::Metrics;
+use sluice_operator::{IngestPipeline, RunOptions, Scope};
+use sluice_testkit::kube_env::KubeEnv;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Field manager of the test's own writes (never the operator's).
+const TEST_MANAGER: &str = "operator-api-test";
+/// The pipeline name every test uses (in its own namespace).
+const NAME: &str = "shop";
+/// The Secret name of `deploy/examples/postgres-credentials.yaml`.
+const SECRET: &str = "pg-credentials";
+/// Default wait for the operator to converge (it reacts to watches within ~1 s; the
+/// Secret is re-checked every 10 s).
+const CONVERGE: Duration = Duration::from_secs(45);
+/// Garbage collection of a fresh CRD's dependents: the controller-manager re-reads
+/// discovery every 30 s, so it can take 30-60 s.
+const GC_TIMEOUT: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------------------------------
+// Harness: a namespace, the CRD, and the operator running in-process.
+// ---------------------------------------------------------------------------------------
+
+struct Operator {
+    env: &'static KubeEnv,
+    client: Client,
+    ns: String,
+    metrics: Metrics,
+    health: Arc<Health>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Operator {
+    /// Shared control plane (or `None`: skipped), a fresh namespace, the CRD installed
+    /// and Established, and the operator watching that namespace.
+    async fn start(ns: &str) -> Result<Option<Operator>> {
+        let Some(env) = KubeEnv::shared_or_skip().await? else {
+            return Ok(None);
+        };
+        env.create_namespace(ns).await?;
+        let client = env.client().await?;
+        install_crd(&client).await?;
+
+        let metrics = Metrics::register(&Default::default()).context("registering metrics")?;
+        let health = Health::new();
+        let (stop, stop_rx) = watch::channel(false);
+        let opts = RunOptions {
+            scope: Scope::Namespace(ns.to_string()),
+            leader: None,
+            instance: Some(format!("operator-api-test-{ns}")),
+        };
+        let task = tokio::spawn(sluice_operator::run(
+            client.clone(),
+            opts,
+            metrics.clone(),
+            health.clone(),
+            stop_rx,
+        ));
+        Ok(Some(Operator {
+            env,
+            client,
+            ns: ns.to_string(),
+            metrics,
+            health,
+            stop,
+            task: Some(task),
+        }))
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Stops the operator and checks that it returned cleanly.
+    async fn shutdown(mut self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        let res = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .context("the operator did not stop within 30 s of the stop signal")?
+            .context("the operator task panicked")?;
+        res.context("the operator returned an error")
+    }
+
+    /// The credentials Secret of `deploy/examples/postgres-credentials.yaml`.
+    async fn create_secret(&self) -> Result<Secret> {
+        let text = std::fs::read_to_string(example_path("postgres-credentials.yaml"))
+            .context("reading deploy/examples/postgres-credentials.yaml")?;
+        let secret: Secret =
+            serde_yaml::from_str(&text).context("parsing postgres-credentials.yaml")?;
+        ensure!(secret.metadata.name.as_deref() == Some(SECRET));
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .context("creating the credentials Secret")
+    }
+
+    /// Creates a pipeline; retries while the fresh CRD is not yet served (404).
+    async fn create_pipeline(&self, ipl: &IngestPipeline) -> Result<IngestPipeline> {
+        let api = self.api::<IngestPipeline>();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match api.create(&PostParams::default(), ipl).await {
+                Ok(created) => return Ok(created),
+                Err(kube::Error::Api(s)) if s.code == 404 && Instant::now() < deadline => {}
+                Err(e) => return Err(e).context("creating the IngestPipeline"),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn patch_spec(&self, spec: Value) -> Result<IngestPipeline> {
+        self.api::<IngestPipeline>()
+            .patch(
+                NAME,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .context("patching the IngestPipeline's spec")
+    }
+
+    /// Waits until the pipeline's status satisfies `ok` and describes the current
+    /// generation.
+    async fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&IngestPipeline) -> bool,
+    ) -> Result<IngestPipeline> {
+        wait_for(&self.api::<IngestPipeline>(), NAME, what, timeout, |ipl| {
+            let current =
+                ipl.status.as_ref().and_then(|s| s.observed_generation) == ipl.metadata.generation;
+            current && ok(ipl)
+        })
+        .await
+    }
+
+    /// All six children exist.
+    async fn wait_children(&self) -> Result<Children> {
+        let t = CONVERGE;
+        Ok(Children {
+            service_account: wait_exists(&self.api(), &children::service_account_name(NAME), t)
+                .await?,
+            config_map: wait_exists(&self.api(), &children::config_map_name(NAME), t).await?,
+            landing: wait_exists(&self.api(), &children::landing_claim_name(NAME), t).await?,
+            service: wait_exists(&self.api(), &children::service_name(NAME), t).await?,
+            generator: wait_exists(&self.api(), &children::generator_name(NAME), t).await?,
+            worker: wait_exists(&self.api(), &children::worker_name(NAME), t).await?,
+        })
+    }
+
+    /// Marks a pod Running and Ready, as the kubelet would once its probes pass.
+    async fn make_pod_ready(&self, pod: &str) -> Result<()> {
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .round(k8s_openapi::jiff::Unit::Second)
+            .context("rounding now")?
+            .to_string();
+        let condition = |t: &str| json!({ "type": t, "status": "True", "lastTransitionTime": now });
+        let status = json!({ "status": {
+            "phase": "Running",
+            "startTime": now,
+            "conditions": [
+                condition("PodScheduled"),
+                condition("Initialized"),
+                condition("ContainersReady"),
+                condition("Ready"),
+            ],
+        }});
+        self.api::<Pod>()
+            .patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("patching the status of pod {pod}"))?;
+        Ok(())
+    }
+
+    /// Events about the pipeline with this reason (events.k8s.io/v1, as the operator's
+    /// recorder writes them).
+    async fn events(&self, reason: &str) -> Result<Vec<Event>> {
+        let list = self
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .context("listing Events")?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.kind.as_deref() == Some("IngestPipeline"))
+            })
+            .collect())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        // On a failed assertion: stop the operator; the namespace stays (the control
+        // plane goes away with the test binary).
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+struct Children {
+    service_account: ServiceAccount,
+    config_map: ConfigMap,
+    landing: PersistentVolumeClaim,
+    service: Service,
+    generator: Deployment,
+    worker: StatefulSet,
+}
+
+/// Applies the CRD from `crd::crd()` (server-side apply: idempotent, so every test may
+/// call it) and waits until it is Established and served.
+async fn install_crd(client: &Client) -> Result<()> {
+    let crd = sluice_operator::crd::crd().context("building the CRD")?;
+    let name = crd.metadata.name.clone().context("the CRD has a name")?;
+    ensure!(name == "ingestpipelines.sluice.dev", "CRD name {name}");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        &name,
+        &PatchParams::apply(TEST_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .context("applying the IngestPipeline CRD")?;
+    wait_for(
+        &crds,
+        &name,
+        "the CRD to be Established",
+        Duration::from_secs(30),
+        |crd| {
+            crd.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        },
+    )
+    .await?;
+    // Established can run a moment ahead of the resource being served.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all: Api<IngestPipeline> = Api::all(client.clone());
+    loop {
+        match all.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context("listing IngestPipelines after the CRD is Established");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers.
+// ---------------------------------------------------------------------------------------
+
+fn example_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples")
+        .join(file)
+}
+
+/// `deploy/examples/ingestpipeline.yaml` (pipeline `shop`).
+fn example_pipeline() -> Result<IngestPipeline> {
+    let text = std::fs::read_to_string(example_path("ingestpipeline.yaml"))
+        .context("reading deploy/examples/ingestpipeline.yaml")?;
+    let ipl: IngestPipeline =
+        serde_yaml::from_str(&text).context("parsing deploy/examples/ingestpipeline.yaml")?;
+    ensure!(ipl.name_any() == NAME, "the example is named {NAME}");
+    Ok(ipl)
+}
+
+/// A pipeline built in code: `spec` merged over `postgres.secretRef: pg-credentials`.
+fn pipeline(spec: Value) -> IngestPipeline {
+    let mut full = json!({ "postgres": { "secretRef": { "name": SECRET } } });
+    merge(&mut full, spec);
+    serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "IngestPipeline",
+        "metadata": { "name": NAME },
+        "spec": full,
+    }))
+    .expect("a valid IngestPipeline literal")
+}
+
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+fn short_json<T: Serialize>(obj: &T) -> String {
+    let mut s = serde_json::to_string(obj).unwrap_or_else(|e| format!("<unserializable: {e}>"));
+    if s.len() > 4000 {
+        let mut cut = 4000;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Polls `name` every 250 ms until `ok` holds; fails after `timeout` showing the last
+/// state seen.
+async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&K) -> bool,
+) -> Result<K>
+where
+    K: Clone + DeserializeOwned + Debug + Serialize,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match api.get_opt(name).await {
+            Ok(Some(obj)) if ok(&obj) => return Ok(obj),
+            Ok(Some(obj)) => short_json(&obj),
+            Ok(None) => format!("{name} does not exist"),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            bail!("{what}: not within {timeout:?}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_exists<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<K>
+where
+    K: k8s_openapi::Resource + Clone + DeserializeOwned + Debug + Serialize,
+{
+    wait_for(
+        api,
+        name,
+        &format!("{} {name} to exist", K::KIND),
+        timeout,
+        |_| true,
+    )
+    .await
+}
+
+async fn wait_gone<K>(api: Api<K>, name: &str, timeout: Duration) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Serialize,
+{
+    let kind = K::kind(&());
+    let deadline = Instant::now() + timeout;
+    loop {
+        match api.get_opt(name).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(obj)) if Instant::now() > deadline => bail!(
+                "{kind} {name} still exists after {timeout:?}: {}",
+                short_json(&obj)
+            ),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).with_context(|| format!("reading {kind} {name}"));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn condition<'a>(ipl: &'a IngestPipeline, type_: &str) -> Option<&'a Condition> {
+    ipl.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// The condition's (status, reason) — ("", "") when absent.
+fn cond_is(ipl: &IngestPipeline, type_: &str, status: &str, reason: &str) -> bool {
+    condition(ipl, type_).is_some_and(|c| c.status == status && c.reason == reason)
+}
+
+fn annotation(meta: Option<&ObjectMeta>, key: &str) -> Option<String> {
+    meta.and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(key).cloned())
+}
+
+fn sts_template_annotation(sts: &StatefulSet, key: &str) -> Option<String> {
+    annotation(sts.spec.template.metadata.as_ref(), key)
+}
+
+fn deploy_template_annotation(d: &Deployment, key: &str) -> Option<String> {
+    annotation(d.spec.template.metadata.as_ref(), key)
+}
+
+fn config_json(cm: &ConfigMap) -> Result<(String, Value)> {
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(CONFIG_FILE))
+        .cloned()
+        .with_context(|| format!("ConfigMap has no {CONFIG_FILE}"))?;
+    let value = serde_json::from_str(&text).context("pipeline.json is JSON")?;
+    Ok((text, value))
+}
+
+fn expected_labels(component: &str) -> BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/name", "sluice"),
+        ("app.kubernetes.io/instance", NAME),
+        ("app.kubernetes.io/component", component),
+        ("app.kubernetes.io/managed-by", "sluice-operator"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Labels as expected and exactly one owner reference: the pipeline, as controller.
+fn check_owned(kind: &str, meta: &ObjectMeta, component: &str, owner: &IngestPipeline) {
+    assert_eq!(
+        meta.labels.as_ref(),
+        Some(&expected_labels(component)),
+        "{kind} labels"
+    );
+    let refs = meta.owner_references.as_deref().unwrap_or_default();
+    assert_eq!(refs.len(), 1, "{kind} owner references: {refs:?}");
+    let r = &refs[0];
+    assert_eq!(
+        r.api_version, "sluice.dev/v1alpha1",
+        "{kind} owner apiVersion"
+    );
+    assert_eq!(r.kind, "IngestPipeline", "{kind} owner kind");
+    assert_eq!(r.name, NAME, "{kind} owner name");
+    assert_eq!(
+        Some(&r.uid),
+        owner.metadata.uid.as_ref(),
+        "{kind} owner uid"
+    );
+    assert_eq!(r.controller, Some(true), "{kind} owner is the controller");
+}
+
+/// Hardening, probes and mounts of a container and its pod.
+fn check_pod(kind: &str, pod: &PodSpec, container: &str, port: i32, mounts: &[(&str, &str)]) {
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("shop-sluice"),
+        "{kind} service account"
+    );
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(false),
+        "{kind} token"
+    );
+    let psc = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(psc.run_as_non_root, Some(true), "{kind} runAsNonRoot");
+    assert_eq!(psc.run_as_user, Some(65532), "{kind} runAsUser");
+    assert_eq!(psc.fs_group, Some(65532), "{kind} fsGroup");
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault"),
+        "{kind} pod seccomp"
+    );
+    assert_eq!(pod.containers.len(), 1, "{kind} containers");
+    let c: &Container = &pod.containers[0];
+    assert_eq!(c.name, container);
+    let sc = c
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
+    assert_eq!(
+        sc.read_only_root_filesystem,
+        Some(true),
+        "{kind} readOnlyRootFilesystem"
+    );
+    assert_eq!(
+        sc.allow_privilege_escalation,
+        Some(false),
+        "{kind} privilege escalation"
+    );
+    assert_eq!(
+        sc.run_as_non_root,
+        Some(true),
+        "{kind} container runAsNonRoot"
+    );
+    assert_eq!(
+        sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+        Some(vec!["ALL".to_string()]),
+        "{kind} capabilities drop"
+    );
+    assert_eq!(
+        sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault"),
+        "{kind} container seccomp"
+    );
+    let ports = c.ports.as_deref().unwrap_or_default();
+    assert!(
+        ports
+            .iter()
+            .any(|p| p.name.as_deref() == Some("metrics") && p.container_port == port),
+        "{kind} metrics port {port}: {ports:?}"
+    );
+    for (probe, path) in [
+        (c.liveness_probe.as_ref(), "/healthz"),
+        (c.readiness_probe.as_ref(), "/readyz"),
+    ] {
+        let get = probe
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("{kind}: an HTTP probe on {path}"));
+        assert_eq!(get.path.as_deref(), Some(path), "{kind} probe path");
+        assert_eq!(
+            serde_json::to_value(&get.port).ok(),
+            Some(json!("metrics")),
+            "{kind} probe port"
+        );
+    }
+    let res = c.resources.as_ref().expect("resources");
+    for (what, m) in [("requests", &res.requests), ("limits", &res.limits)] {
+        let m = m.as_ref().unwrap_or_else(|| panic!("{kind} {what}"));
+        assert!(
+            m.contains_key("cpu") && m.contains_key("memory"),
+            "{kind} {what}: {m:?}"
+        );
+    }
+    let have = c.volume_mounts.as_deref().unwrap_or_default();
+    for (volume, path) in mounts {
+        assert!(
+            have.iter()
+                .any(|m| m.name == *volume && m.mount_path == *path),
+            "{kind}: volume {volume} mounted at {path}: {have:?}"
+        );
+    }
+    let volumes = pod.volumes.as_deref().unwrap_or_default();
+    let landing = volumes
+        .iter()
+        .find(|v| v.name == "landing")
+        .and_then(|v| v.persistent_volume_claim.as_ref())
+        .map(|c| c.claim_name.as_str());
+    assert_eq!(landing, Some("shop-landing"), "{kind} landing volume");
+    let config = volumes
+        .iter()
+        .find(|v| v.name == "config")
+        .and_then(|v| v.config_map.as_ref())
+        .map(|c| c.name.as_str());
+    assert_eq!(config, Some("shop-config"), "{kind} config volume");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.name == "tmp" && v.empty_dir.is_some()),
+        "{kind} tmp emptyDir"
+    );
+}
+
+fn worker_replicas(sts: &StatefulSet) -> Option<i32> {
+    sts.spec.replicas
+}
+
+fn deployment_replicas(d: &Deployment) -> Option<i32> {
+    d.spec.replicas
+}
+
+async fn pods_of(op: &Operator, component: &str) -> Result<Vec<Pod>> {
+    let lp = ListParams::default().labels(&format!(
+        "app.kubernetes.io/instance={NAME},app.kubernetes.io/component={component}"
+    ));
+    Ok(op
+        .api::<Pod>()
+        .list(&lp)
+        .await
+        .context("listing pods")?
+        .items)
+}
+
+/// Waits until `n` pods of the component exist (created by the real controllers).
+async fn wait_pods(op: &Operator, component: &str, n: usize) -> Result<Vec<Pod>> {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let pods: Vec<Pod> = pods_of(op, component)
+            .await?
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        if pods.len() == n {
+            return Ok(pods);
+        }
+        if Instant::now() > deadline {
+            let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+            bail!("{n} {component} pods: not within {CONVERGE:?}; there are {names:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests.
+// ---------------------------------------------------------------------------------------
+
+/// CRD installed and Established; the example pipeline and its Secret → every child with
+/// the right spec and a controller owner reference; the real controllers accept the pod
+/// templates (pods and checkpoint claims are created).
+#[tokio::test]
+async fn example_pipeline_creates_all_children() -> Result<()> {
+    let Some(op) = Operator::start("op-children").await? else {
+        return Ok(());
+    };
+    let secret = op.create_secret().await?;
+    let ipl = op.create_pipeline(&example_pipeline()?).await?;
+    let c = op.wait_children().await?;
+
+    check_owned("ServiceAccount", &c.service_account.metadata, "pods", &ipl);
+    assert_eq!(
+        c.service_account.automount_service_account_token,
+        Some(false)
+    );
+
+    check_owned("ConfigMap", &c.config_map.metadata, "config", &ipl);
+    let (text, cfg) = config_json(&c.config_map)?;
+    assert_eq!(cfg["worker"]["batch"]["maxFiles"], json!(256), "{cfg}");
+    assert_eq!(cfg["worker"]["archiveRetentionHours"], json!(24), "{cfg}");
+    assert_eq!(cfg["generator"]["eventsPerSecond"], json!(2000), "{cfg}");
+    assert_eq!(cfg["generator"]["seed"], json!(42), "{cfg}");
+    assert_eq!(cfg["sslmode"], json!("disable"), "{cfg}");
+    let hash = children::sha256_hex(text.as_bytes());
+
+    check_owned(
+        "PersistentVolumeClaim",
+        &c.landing.metadata,
+        "landing",
+        &ipl,
+    );
+    let pvc = c.landing.spec.as_ref().expect("pvc spec");
+    assert_eq!(pvc.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
+    assert_eq!(
+        pvc.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.as_str()),
+        Some("10Gi")
+    );
+
+    check_owned("Service", &c.service.metadata, "metrics", &ipl);
+    let svc = c.service.spec.as_ref().expect("service spec");
+    assert_eq!(svc.cluster_ip.as_deref(), Some("None"), "headless");
+    assert_eq!(svc.publish_not_ready_addresses, Some(true));
+    let port = &svc.ports.as_deref().unwrap_or_default()[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("metrics"), 9100));
+    assert_eq!(
+        svc.selector
+            .as_ref()
+            .and_then(|s| s.get("app.kubernetes.io/component")),
+        Some(&"worker".to_string())
+    );
+
+    check_owned("Deployment", &c.generator.metadata, "generator", &ipl);
+    let d = &c.generator.spec;
+    assert_eq!(d.replicas, Some(1));
+    assert_eq!(
+        d.strategy.as_ref().and_then(|s| s.type_.as_deref()),
+        Some("Recreate")
+    );
+    assert_eq!(
+        deploy_template_annotation(&c.generator, CONFIG_HASH_ANNOTATION),
+        Some(hash.clone()),
+        "generator config hash = sha256 of the ConfigMap's pipeline.json"
+    );
+    let gpod = d.template.spec.as_ref().expect("generator pod spec");
+    check_pod(
+        "generator",
+        gpod,
+        "generator",
+        9102,
+        &[
+            ("landing", "/data/landing"),
+            ("config", "/etc/sluice"),
+            ("tmp", "/tmp"),
+        ],
+    );
+    // ReadWriteOnce landing zone → every pod pinned next to the others.
+    assert!(
+        gpod.affinity
+            .as_ref()
+            .and_then(|a| a.pod_affinity.as_ref())
+            .is_some(),
+        "RWO landing: generator pod affinity"
+    );
+
+    check_owned("StatefulSet", &c.worker.metadata, "worker", &ipl);
+    let s = &c.worker.spec;
+    assert_eq!(s.replicas, Some(2));
+    assert_eq!(s.service_name.as_deref(), Some("shop-worker"));
+    assert_eq!(s.pod_management_policy.as_deref(), Some("Parallel"));
+    assert_eq!(
+        sts_template_annotation(&c.worker, CONFIG_HASH_ANNOTATION),
+        Some(hash.clone()),
+        "worker config hash"
+    );
+    assert_eq!(
+        sts_template_annotation(&c.worker, CREDENTIALS_ANNOTATION),
+        secret.metadata.resource_version.clone(),
+        "worker credentials-version = the Secret's resourceVersion"
+    );
+    let wpod = s.template.spec.as_ref().expect("worker pod spec");
+    check_pod(
+        "worker",
+        wpod,
+        "worker",
+        9100,
+        &[
+            ("landing", "/data/landing"),
+            ("checkpoint", "/data/checkpoint"),
+            ("config", "/etc/sluice"),
+            ("tmp", "/tmp"),
+        ],
+    );
+    let env = wpod.containers[0].env.as_deref().unwrap_or_default();
+    let worker_id = env
+        .iter()
+        .find(|e| e.name == "SLUICE_WORKER_ID")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(worker_id, Some("metadata.name"));
+    let url = env
+        .iter()
+        .find(|e| e.name == "DATABASE_URL")
+        .and_then(|e| e.value_from.as_ref())
+        .and_then(|v| v.secret_key_ref.as_ref())
+        .map(|s| (s.name.as_str(), s.key.as_str()));
+    assert_eq!(url, Some((SECRET, "uri")));
+    let templates = s.volume_claim_templates.as_deref().unwrap_or_default();
+    assert_eq!(templates.len(), 1);
+    assert_eq!(templates[0].metadata.name.as_deref(), Some("checkpoint"));
+
+    // The real StatefulSet and Deployment controllers accepted the templates.
+    let workers = wait_pods(&op, "worker", 2).await?;
+    let mut names: Vec<String> = workers.iter().map(|p| p.name_any()).collect();
+    names.sort();
+    assert_eq!(names, ["shop-worker-0", "shop-worker-1"]);
+    wait_pods(&op, "generator", 1).await?;
+    for i in 0..2 {
+        wait_exists::<PersistentVolumeClaim>(
+            &op.api(),
+            &format!("checkpoint-shop-worker-{i}"),
+            CONVERGE,
+        )
+        .await?;
+    }
+
+    let status = op
+        .wait_status("status written", CONVERGE, |ipl| ipl.status.is_some())
+        .await?;
+    assert_eq!(status.status.as_ref().map(|s| s.workers_desired), Some(2));
+
+    // The operator's own metrics.
+    assert!(
+        op.metrics.reconciliations.get() > 0,
+        "reconciliations counted"
+    );
+    assert!(
+        op.metrics.duration.get_sample_count() > 0,
+        "durations observed"
+    );
+    assert_eq!(op.metrics.leader.get(), 1, "leader gauge (no election)");
+    assert!(op.health.is_ready(), "ready once the API answers");
+    op.shutdown().await
+}
+
+/// observedGeneration, the four conditions with reasons, workers ready/desired; pods made
+/// ready as the kubelet would → workersReady and Ready follow.
+#[tokio::test]
+async fn status_conditions_follow_pod_readiness() -> Result<()> {
+    let Some(op) = Operator::start("op-status").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({ "worker": { "replicas": 2 } })))
+        .await?;
+
+    let ipl = op
+        .wait_status("initial status", CONVERGE, |ipl| {
+            cond_is(ipl, "Ready", "False", "WorkersNotReady")
+        })
+        .await?;
+    let st = ipl.status.as_ref().expect("status");
+    assert_eq!(st.observed_generation, ipl.metadata.generation);
+    assert_eq!((st.workers_ready, st.workers_desired), (0, 2));
+    assert_eq!(st.workers.as_deref(), Some("0/2"));
+    assert!(!st.generator_ready);
+    let ready = condition(&ipl, "Ready").expect("Ready");
+    assert_eq!(ready.message, "0 of 2 workers ready");
+    assert_eq!(ready.observed_generation, ipl.metadata.generation);
+    assert!(cond_is(&ipl, "Progressing", "True", "RollingOut"), "{st:?}");
+    assert!(cond_is(&ipl, "Degraded", "False", "AsExpected"), "{st:?}");
+    assert!(cond_is(&ipl, "Suspended", "False", "Running"), "{st:?}");
+    assert_eq!(st.conditions.len(), 4, "exactly four conditions");
+
+    // Play the kubelet: one worker ready first, then the rest and the generator.
+    wait_pods(&op, "worker", 2).await?;
+    op.make_pod_ready("shop-worker-0").await?;
+    let ipl = op
+        .wait_status("1 of 2 workers ready", CONVERGE, |ipl| {
+            ipl.status.as_ref().is_some_and(|s| s.workers_ready == 1)
+        })
+        .await?;
+    assert!(cond_is(&ipl, "Ready", "False", "WorkersNotReady"));
+    assert_eq!(
+        condition(&ipl, "Ready").map(|c| c.message.as_str()),
+        Some("1 of 2 workers ready")
+    );
+
+    op.make_pod_ready("shop-worker-1").await?;
+    let ipl = op
+        .wait_status("workers ready, generator not", CONVERGE, |ipl| {
+            cond_is(ipl, "Ready", "False", "GeneratorNotReady")
+        })
+        .await?;
+    assert_eq!(ipl.status.as_ref().map(|s| s.workers_ready), Some(2));
+
+    let generator = wait_pods(&op, "generator", 1).await?;
+    op.make_pod_ready(&generator[0].name_any()).await?;
+    let ipl = op
+        .wait_status("Ready", CONVERGE, |ipl| {
+            cond_is(ipl, "Ready", "True", "AllReady")
+        })
+        .await?;
+    let st = ipl.status.as_ref().expect("status");
+    assert_eq!((st.workers_ready, st.workers_desired), (2, 2));
+    assert_eq!(st.workers.as_deref(), Some("2/2"));
+    assert!(st.generator_ready);
+    assert_eq!(
+        condition(&ipl, "Ready").map(|c| c.message.as_str()),
+        Some("2 of 2 workers ready, generator ready")
+    );
+    assert!(cond_is(&ipl, "Progressing", "False", "RolledOut"), "{st:?}");
+    assert!(cond_is(&ipl, "Degraded", "False", "AsExpected"), "{st:?}");
+    // No kubelet, no endpoints: no figures.
+    assert_eq!(st.rows_loaded, None);
+
+    // Readiness flips are recorded as Events.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while op.events("Ready").await?.is_empty() {
+        ensure!(
+            Instant::now() < deadline,
+            "no Ready Event about the pipeline"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    op.shutdown().await
+}
+
+/// No Secret → Degraded SecretNotFound naming it (children still created, credentials
+/// "absent"); the Secret appears → Degraded clears and the workers' credentials
+/// annotation follows.
+#[tokio::test]
+async fn missing_secret_is_degraded_until_created() -> Result<()> {
+    let Some(op) = Operator::start("op-secret").await? else {
+        return Ok(());
+    };
+    op.create_pipeline(&pipeline(json!({}))).await?;
+    let ipl = op
+        .wait_status("Degraded SecretNotFound", CONVERGE, |ipl| {
+            cond_is(ipl, "Degraded", "True", "SecretNotFound")
+        })
+        .await?;
+    let degraded = condition(&ipl, "Degraded").expect("Degraded");
+    assert!(
+        degraded
+            .message
+            .starts_with("Secret pg-credentials not found in namespace op-secret"),
+        "{}",
+        degraded.message
+    );
+    assert!(
+        degraded.message.contains("uri"),
+        "says how to fix: {}",
+        degraded.message
+    );
+    assert!(cond_is(&ipl, "Ready", "False", "SecretNotFound"));
+    let c = op.wait_children().await?;
+    assert_eq!(
+        sts_template_annotation(&c.worker, CREDENTIALS_ANNOTATION).as_deref(),
+        Some("absent")
+    );
+    let warnings = op.events("SecretNotFound").await?;
+    assert!(
+        warnings
+            .iter()
+            .any(|e| e.type_.as_deref() == Some("Warning")),
+        "a Warning Event SecretNotFound: {warnings:?}"
+    );
+
+    let secret = op.create_secret().await?;
+    // Secrets are not watched: re-checked every 10 s.
+    let ipl = op
+        .wait_status("Degraded cleared", CONVERGE, |ipl| {
+            cond_is(ipl, "Degraded", "False", "AsExpected")
+        })
+        .await?;
+    assert!(!cond_is(&ipl, "Ready", "False", "SecretNotFound"));
+    wait_for(
+        &op.api::<StatefulSet>(),
+        "shop-worker",
+        "credentials-version annotation = the Secret's resourceVersion",
+        CONVERGE,
+        |sts| {
+            sts_template_annotation(sts, CREDENTIALS_ANNOTATION) == secret.metadata.resource_version
+        },
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while op.events("Recovered").await?.is_empty() {
+        ensure!(Instant::now() < deadline, "no Recovered Event");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    op.shutdown().await
+}
+
+/// A deleted Deployment and ConfigMap come back (new objects); a hand edit of a field
+/// the operator owns is reverted.
+#[tokio::test]
+async fn deleted_or_edited_children_are_restored() -> Result<()> {
+    let Some(op) = Operator::start("op-heal").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    let ipl = op.create_pipeline(&pipeline(json!({}))).await?;
+    let c = op.wait_children().await?;
+    let old_deploy = c.generator.uid().context("deployment uid")?;
+    let old_cm = c.config_map.uid().context("configmap uid")?;
+
+    let dp = DeleteParams::default();
+    op.api::<Deployment>()
+        .delete("shop-generator", &dp)
+        .await
+        .context("deleting the generator Deployment")?;
+    op.api::<ConfigMap>()
+        .delete("shop-config", &dp)
+        .await
+        .context("deleting the ConfigMap")?;
+
+    let d = wait_for(
+        &op.api::<Deployment>(),
+        "shop-generator",
+        "the generator Deployment recreated",
+        CONVERGE,
+        |d| d.uid().as_deref() != Some(old_deploy.as_str()),
+    )
+    .await?;
+    check_owned("Deployment", &d.metadata, "generator", &ipl);
+    assert_eq!(deployment_replicas(&d), Some(1));
+    let cm = wait_for(
+        &op.api::<ConfigMap>(),
+        "shop-config",
+        "the ConfigMap recreated",
+        CONVERGE,
+        |cm| cm.uid().as_deref() != Some(old_cm.as_str()),
+    )
+    .await?;
+    check_owned("ConfigMap", &cm.metadata, "config", &ipl);
+    let (text, _) = config_json(&cm)?;
+    assert_eq!(
+        deploy_template_annotation(&d, CONFIG_HASH_ANNOTATION),
+        Some(children::sha256_hex(text.as_bytes()))
+    );
+
+    // A hand edit (another field manager) of the worker replicas is reverted.
+    op.api::<StatefulSet>()
+        .patch(
+            "shop-worker",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 5 } })),
+        )
+        .await
+        .context("hand-editing the StatefulSet")?;
+    wait_for(
+        &op.api::<StatefulSet>(),
+        "shop-worker",
+        "the hand-edited replicas reverted to 2",
+        CONVERGE,
+        |s| worker_replicas(s) == Some(2) && s.metadata.generation > Some(1),
+    )
+    .await?;
+    op.shutdown().await
+}
+
+/// Replicas 2 → 3 (config hash unchanged), then batch.maxFiles 256 → 64 (ConfigMap and
+/// hash on both pod templates change); status follows the new generation.
+#[tokio::test]
+async fn spec_changes_converge() -> Result<()> {
+    let Some(op) = Operator::start("op-change").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({}))).await?;
+    let c = op.wait_children().await?;
+    let (_, cfg) = config_json(&c.config_map)?;
+    assert_eq!(cfg["worker"]["batch"]["maxFiles"], json!(256), "default");
+    let hash0 = sts_template_annotation(&c.worker, CONFIG_HASH_ANNOTATION)
+        .context("initial config hash")?;
+
+    let patched = op
+        .patch_spec(json!({ "worker": { "replicas": 3 } }))
+        .await?;
+    let sts = wait_for(
+        &op.api::<StatefulSet>(),
+        "shop-worker",
+        "StatefulSet replicas 3",
+        CONVERGE,
+        |s| worker_replicas(s) == Some(3),
+    )
+    .await?;
+    assert_eq!(
+        sts_template_annotation(&sts, CONFIG_HASH_ANNOTATION).as_deref(),
+        Some(hash0.as_str()),
+        "replicas are not config: the hash stays"
+    );
+    let ipl = op
+        .wait_status("workersDesired 3", CONVERGE, |ipl| {
+            ipl.status.as_ref().is_some_and(|s| s.workers_desired == 3)
+        })
+        .await?;
+    assert!(ipl.metadata.generation >= patched.metadata.generation);
+    wait_pods(&op, "worker", 3).await?;
+
+    op.patch_spec(json!({ "worker": { "batch": { "maxFiles": 64 } } }))
+        .await?;
+    let cm = wait_for(
+        &op.api::<ConfigMap>(),
+        "shop-config",
+        "ConfigMap with maxFiles 64",
+        CONVERGE,
+        |cm| config_json(cm).is_ok_and(|(_, v)| v["worker"]["batch"]["maxFiles"] == json!(64)),
+    )
+    .await?;
+    let (text, _) = config_json(&cm)?;
+    let hash1 = children::sha256_hex(text.as_bytes());
+    assert_ne!(hash1, hash0, "a config change changes the hash");
+    let sts = wait_for(
+        &op.api::<StatefulSet>(),
+        "shop-worker",
+        "worker template carries the new hash",
+        CONVERGE,
+        |s| sts_template_annotation(s, CONFIG_HASH_ANNOTATION).as_deref() == Some(&*hash1),
+    )
+    .await?;
+    assert_eq!(worker_replicas(&sts), Some(3));
+    wait_for(
+        &op.api::<Deployment>(),
+        "shop-generator",
+        "generator template carries the new hash",
+        CONVERGE,
+        |d| deploy_template_annotation(d, CONFIG_HASH_ANNOTATION).as_deref() == Some(&*hash1),
+    )
+    .await?;
+    let ipl = op
+        .wait_status("status of the latest generation", CONVERGE, |_| true)
+        .await?;
+    assert_eq!(ipl.status.as_ref().map(|s| s.workers_desired), Some(3));
+    op.shutdown().await
+}
+
+/// suspend: true → generator and workers at 0 (pods gone), Suspended True, Ready False;
+/// volumes and config kept; suspend: false → back to 1 and 2.
+#[tokio::test]
+async fn suspend_scales_to_zero_and_resume_restores() -> Result<()> {
+    let Some(op) = Operator::start("op-suspend").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({}))).await?;
+    op.wait_children().await?;
+    wait_pods(&op, "worker", 2).await?;
+
+    op.patch_spec(json!({ "suspend": true })).await?;
+    let ipl = op
+        .wait_status("Suspended", CONVERGE, |ipl| {
+            cond_is(ipl, "Suspended", "True", "Suspended")
+        })
+        .await?;
+    assert!(cond_is(&ipl, "Ready", "False", "Suspended"));
+    assert_eq!(ipl.status.as_ref().map(|s| s.workers_desired), Some(0));
+    let sts = op.api::<StatefulSet>().get("shop-worker").await?;
+    assert_eq!(worker_replicas(&sts), Some(0));
+    let d = op.api::<Deployment>().get("shop-generator").await?;
+    assert_eq!(deployment_replicas(&d), Some(0));
+    wait_pods(&op, "worker", 0).await?;
+    wait_pods(&op, "generator", 0).await?;
+    // Everything else stays.
+    op.api::<ConfigMap>().get("shop-config").await?;
+    op.api::<PersistentVolumeClaim>()
+        .get("shop-landing")
+        .await?;
+    op.api::<PersistentVolumeClaim>()
+        .get("checkpoint-shop-worker-0")
+        .await?;
+
+    op.patch_spec(json!({ "suspend": false })).await?;
+    let ipl = op
+        .wait_status("resumed", CONVERGE, |ipl| {
+            cond_is(ipl, "Suspended", "False", "Running")
+        })
+        .await?;
+    assert_eq!(ipl.status.as_ref().map(|s| s.workers_desired), Some(2));
+    assert!(!cond_is(&ipl, "Ready", "False", "Suspended"));
+    let sts = op.api::<StatefulSet>().get("shop-worker").await?;
+    assert_eq!(worker_replicas(&sts), Some(2));
+    let d = op.api::<Deployment>().get("shop-generator").await?;
+    assert_eq!(deployment_replicas(&d), Some(1));
+    wait_pods(&op, "worker", 2).await?;
+    wait_pods(&op, "generator", 1).await?;
+    for reason in ["Suspended", "Resumed"] {
+        ensure!(
+            !op.events(reason).await?.is_empty(),
+            "an Event with reason {reason}"
+        );
+    }
+    op.shutdown().await
+}
+
+/// The API server's schema rejects bad values with a message naming the field; the
+/// smallest valid resource is accepted and defaulted. A schema-valid spec the operator's
+/// own checks refuse gives Degraded InvalidSpec and no children.
+#[tokio::test]
+async fn invalid_resources_are_rejected_by_the_schema() -> Result<()> {
+    let Some(op) = Operator::start("op-schema").await? else {
+        return Ok(());
+    };
+    let resource = ApiResource::erase::<IngestPipeline>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(op.client.clone(), &op.ns, &resource);
+    let object =
+        |name: &str, spec: Value| DynamicObject::new(name, &resource).data(json!({ "spec": spec }));
+    let secret_ref = json!({ "secretRef": { "name": SECRET } });
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "bad-row-share",
+            json!({ "postgres": secret_ref, "generator": { "badRowShare": 1.5 } }),
+            &["spec.generator.badRowShare", "less than or equal to 1"],
+        ),
+        (
+            "sslmode",
+            json!({ "postgres": { "secretRef": { "name": SECRET }, "sslmode": "bogus" } }),
+            &["spec.postgres.sslmode", "Unsupported value: \"bogus\""],
+        ),
+        (
+            "replicas-zero",
+            json!({ "postgres": secret_ref, "worker": { "replicas": 0 } }),
+            &["spec.worker.replicas", "greater than or equal to 1"],
+        ),
+        (
+            "replicas-high",
+            json!({ "postgres": secret_ref, "worker": { "replicas": 65 } }),
+            &["spec.worker.replicas", "less than or equal to 64"],
+        ),
+        (
+            "no-secret-ref",
+            json!({ "postgres": { "sslmode": "require" } }),
+            &["spec.postgres.secretRef", "Required value"],
+        ),
+        (
+            "no-postgres",
+            json!({ "worker": { "replicas": 1 } }),
+            &["spec.postgres", "Required value"],
+        ),
+        (
+            "secret-name",
+            json!({ "postgres": { "secretRef": { "name": "Not_A_Name" } } }),
+            &["spec.postgres.secretRef.name"],
+        ),
+        (
+            "after-commit",
+            json!({ "postgres": secret_ref, "worker": { "afterCommit": "shred" } }),
+            &["spec.worker.afterCommit", "Unsupported value"],
+        ),
+        (
+            "max-files",
+            json!({ "postgres": secret_ref, "worker": { "batch": { "maxFiles": 0 } } }),
+            &["spec.worker.batch.maxFiles", "greater than or equal to 1"],
+        ),
+        (
+            "replicas-type",
+            json!({ "postgres": secret_ref, "worker": { "replicas": "two" } }),
+            &["spec.worker.replicas", "integer"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, spec, needles) in cases {
+        match api
+            .create(&PostParams::default(), &object(name, spec))
+            .await
+        {
+            Ok(_) => failures.push(format!("{name}: accepted")),
+            Err(kube::Error::Api(s)) => {
+                if s.code != 422 || !needles.iter().all(|n| s.message.contains(n)) {
+                    failures.push(format!(
+                        "{name}: code {} message {:?}, expected it to contain {needles:?}",
+                        s.code, s.message
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "schema checks:\n{}",
+        failures.join("\n")
+    );
+
+    // The smallest valid resource is accepted, and the API server fills in the defaults.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let minimal = api
+        .create(&dry, &object("minimal", json!({ "postgres": secret_ref })))
+        .await
+        .context("the minimal resource is accepted")?;
+    let spec = &minimal.data["spec"];
+    assert_eq!(spec["worker"]["replicas"], json!(2), "{spec}");
+    assert_eq!(spec["worker"]["batch"]["maxFiles"], json!(256), "{spec}");
+    assert_eq!(spec["worker"]["afterCommit"], json!("archive"), "{spec}");
+    assert_eq!(spec["generator"]["enabled"], json!(true), "{spec}");
+    assert_eq!(spec["postgres"]["sslmode"], json!("prefer"), "{spec}");
+    assert_eq!(
+        spec["landingZone"]["accessMode"],
+        json!("ReadWriteMany"),
+        "{spec}"
+    );
+    assert_eq!(spec["suspend"], json!(false), "{spec}");
+
+    // Schema-valid, refused by the operator's checks: Degraded InvalidSpec, nothing applied.
+    op.create_pipeline(&pipeline(json!({
+        "postgres": { "tables": { "events": "rows", "quarantine": "rows" } }
+    })))
+    .await?;
+    let ipl = op
+        .wait_status("Degraded InvalidSpec", CONVERGE, |ipl| {
+            cond_is(ipl, "Degraded", "True", "InvalidSpec")
+        })
+        .await?;
+    let message = condition(&ipl, "Degraded").map(|c| c.message.clone());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("spec.postgres.tables")),
+        "{message:?}"
+    );
+    assert!(cond_is(&ipl, "Progressing", "False", "InvalidSpec"));
+    assert!(
+        op.api::<StatefulSet>()
+            .get_opt("shop-worker")
+            .await?
+            .is_none(),
+        "no children for an invalid spec"
+    );
+    op.shutdown().await
+}
+
+/// Deleting the pipeline garbage-collects every child (and their pods); the workers'
+/// checkpoint claims stay (StatefulSet semantics, documented).
+#[tokio::test]
+async fn deleting_the_pipeline_garbage_collects_children() -> Result<()> {
+    let Some(op) = Operator::start("op-gc").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({}))).await?;
+    op.wait_children().await?;
+    wait_pods(&op, "worker", 2).await?;
+    wait_pods(&op, "generator", 1).await?;
+
+    op.api::<IngestPipeline>()
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .context("deleting the IngestPipeline")?;
+    wait_gone(op.api::<IngestPipeline>(), NAME, Duration::from_secs(30)).await?;
+
+    let started = Instant::now();
+    // All concurrently: the garbage collector works through them together.
+    let (a, b, c, d, e, f) = tokio::join!(
+        wait_gone(op.api::<StatefulSet>(), "shop-worker", GC_TIMEOUT),
+        wait_gone(op.api::<Deployment>(), "shop-generator", GC_TIMEOUT),
+        wait_gone(op.api::<ConfigMap>(), "shop-config", GC_TIMEOUT),
+        wait_gone(op.api::<Service>(), "shop-worker", GC_TIMEOUT),
+        wait_gone(op.api::<ServiceAccount>(), "shop-sluice", GC_TIMEOUT),
+        // Deleted once no pod uses it (pvc-protection finalizer).
+        wait_gone(
+            op.api::<PersistentVolumeClaim>(),
+            "shop-landing",
+            GC_TIMEOUT
+        ),
+    );
+    let gc = [a, b, c, d, e, f].into_iter().collect::<Result<Vec<()>>>();
+    if let Err(e) = gc {
+        bail!(
+            "{e:#}\nthe end of the kube-controller-manager log:\n{}",
+            op.env.log_tail("kube-controller-manager")
+        );
+    }
+    wait_pods(&op, "worker", 0).await?;
+    wait_pods(&op, "generator", 0).await?;
+    eprintln!(
+        "operator_api: children garbage-collected {:.1} s after the pipeline was deleted",
+        started.elapsed().as_secs_f64()
+    );
+    // Checkpoint claims are never deleted by a StatefulSet: they outlive the pipeline.
+    op.api::<PersistentVolumeClaim>()
+        .get("checkpoint-shop-worker-0")
+        .await
+        .context("checkpoint claims are kept")?;
+    op.shutdown().await
+}
