@@ -43,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         },
         start_time: Some(DateTime::<Utc>::from_timestamp(1_764_028_800, 0).unwrap_or_default()),
         manifest: None,
+        fsync: true,
     };
     let metrics = Metrics::new()?;
     let started = Instant::now();

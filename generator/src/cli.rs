@@ -155,6 +155,11 @@ pub struct Args {
     #[arg(long, env = "SLUICE_GENERATOR_MANIFEST", value_name = "PATH")]
     pub manifest: Option<PathBuf>,
 
+    /// Do not fsync files and the directory. For throwaway test and benchmark data only:
+    /// files still appear atomically (rename), but a machine crash may lose them.
+    #[arg(long, env = "SLUICE_GENERATOR_NO_FSYNC")]
+    pub no_fsync: bool,
+
     /// YAML or JSON file with generator settings (camelCase keys as in the
     /// IngestPipeline resource, e.g. eventsPerSecond), either at the top level or under
     /// a `generator` key (the pipeline ConfigMap). Flags override it.
@@ -238,6 +243,7 @@ impl Args {
                 config: cfg,
                 start_time: self.start_time,
                 manifest: self.manifest,
+                fsync: !self.no_fsync,
             },
             metrics_addr: self.metrics_addr,
             log_format: self.log_format,

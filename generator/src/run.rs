@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sluice_core::config::GeneratorConfig;
 
-use crate::backpressure::{self, Limits, Room};
+use crate::backpressure::{Limits, Room, RoomCheck};
 use crate::catalogue::Catalogue;
 use crate::csv_row::RowEncoder;
 use crate::defects::DefectDraw;
@@ -41,6 +41,10 @@ pub struct RunOptions {
     pub start_time: Option<DateTime<Utc>>,
     /// Append one JSON line per finished file here.
     pub manifest: Option<PathBuf>,
+    /// fsync each file and the directory before and after the rename. Only throwaway
+    /// test data may turn it off: files still appear atomically, but a machine crash
+    /// could lose them.
+    pub fsync: bool,
 }
 
 /// What a run did.
@@ -261,6 +265,7 @@ pub fn run(
     let mut current: Option<(LandingFile, i64)> = None;
     let mut seq = 1u64;
     let mut index = 0u64;
+    let mut room_check = RoomCheck::default();
 
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -275,7 +280,7 @@ pub fn run(
             if cfg.total_files.is_some_and(|n| summary.files >= n) {
                 break;
             }
-            let (room, paused) = backpressure::wait_for_room(dir, limits, stop, metrics)?;
+            let (room, paused) = room_check.wait(dir, limits, stop, metrics)?;
             if room == Room::Stopped {
                 summary.stopped = true;
                 break;
@@ -289,7 +294,7 @@ pub fn run(
                 }
             }
             let first_ns = clock.now_ns();
-            let file = LandingFile::create(dir, &name_stamp(first_ns), seq)?;
+            let file = LandingFile::create(dir, &name_stamp(first_ns), seq, opts.fsync)?;
             stats.clear();
             current = Some((file, first_ns));
         }
@@ -320,6 +325,7 @@ pub fn run(
             || (file_span_ns > 0 && clock.now_ns().saturating_sub(*first_ns) >= file_span_ns);
         if full {
             if let Some((file, _)) = current.take() {
+                let bytes_before = summary.bytes;
                 finish_file(
                     file,
                     &stats,
@@ -328,6 +334,7 @@ pub fn run(
                     &mut summary,
                     &mut seq,
                 )?;
+                room_check.wrote(summary.bytes - bytes_before);
             }
             if rows_done || cfg.total_files.is_some_and(|n| summary.files >= n) {
                 break;
@@ -432,6 +439,7 @@ mod tests {
                 .ok()
                 .map(|t| t.with_timezone(&Utc)),
             manifest: Some(dir.join(".manifest.jsonl")),
+            fsync: true,
         }
     }
 

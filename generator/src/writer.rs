@@ -63,6 +63,7 @@ pub struct LandingFile {
     file: File,
     buf: Vec<u8>,
     bytes: u64,
+    fsync: bool,
 }
 
 /// A file made visible.
@@ -76,7 +77,12 @@ pub struct Finished {
 
 impl LandingFile {
     /// Creates the temporary file and writes the header.
-    pub fn create(dir: &Path, stamp: &str, seq: u64) -> Result<LandingFile, GeneratorError> {
+    pub fn create(
+        dir: &Path,
+        stamp: &str,
+        seq: u64,
+        fsync: bool,
+    ) -> Result<LandingFile, GeneratorError> {
         let temp_path = dir.join(format!("{TEMP_PREFIX}{stamp}-{seq:08}{TEMP_SUFFIX}"));
         let file = OpenOptions::new()
             .write(true)
@@ -95,6 +101,7 @@ impl LandingFile {
             file,
             buf,
             bytes: 0,
+            fsync,
         })
     }
 
@@ -123,9 +130,11 @@ impl LandingFile {
     /// Flushes and fsyncs the file, renames it to its final name and fsyncs the directory.
     pub fn finish(mut self) -> Result<Finished, GeneratorError> {
         self.flush()?;
-        self.file
-            .sync_all()
-            .map_err(|e| GeneratorError::io("syncing", &self.temp_path, e))?;
+        if self.fsync {
+            self.file
+                .sync_all()
+                .map_err(|e| GeneratorError::io("syncing", &self.temp_path, e))?;
+        }
         let mut seq = self.seq;
         let (name, path) = loop {
             let name = file_name(&self.stamp, seq);
@@ -142,7 +151,9 @@ impl LandingFile {
         }
         fs::rename(&self.temp_path, &path)
             .map_err(|e| GeneratorError::io("renaming", &self.temp_path, e))?;
-        sync_dir(&self.dir)?;
+        if self.fsync {
+            sync_dir(&self.dir)?;
+        }
         Ok(Finished {
             name,
             bytes: self.bytes,
@@ -265,7 +276,7 @@ mod tests {
     #[test]
     fn finish_makes_the_file_visible_under_its_name() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut f = LandingFile::create(dir.path(), "20261125T000000Z", 1).expect("create");
+        let mut f = LandingFile::create(dir.path(), "20261125T000000Z", 1, true).expect("create");
         f.buffer().extend_from_slice(b"row\n");
         f.row_done().expect("row");
         let done = f.finish().expect("finish");
@@ -280,7 +291,7 @@ mod tests {
     fn taken_name_gets_the_next_sequence_number() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("events-20261125T000000Z-00000001.csv"), "x").expect("w");
-        let f = LandingFile::create(dir.path(), "20261125T000000Z", 1).expect("create");
+        let f = LandingFile::create(dir.path(), "20261125T000000Z", 1, true).expect("create");
         let done = f.finish().expect("finish");
         assert_eq!(done.seq, 2);
         assert_eq!(done.name, "events-20261125T000000Z-00000002.csv");
@@ -289,7 +300,7 @@ mod tests {
     #[test]
     fn stale_temp_files_are_removed_and_others_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let f = LandingFile::create(dir.path(), "20261125T000000Z", 3).expect("create");
+        let f = LandingFile::create(dir.path(), "20261125T000000Z", 3, true).expect("create");
         drop(f);
         fs::write(dir.path().join(".other.tmp"), "x").expect("w");
         fs::write(dir.path().join("a.csv"), "x").expect("w");
