@@ -285,6 +285,23 @@ where
     });
 }
 
+/// A PostgreSQL error as a person needs it: the server's message, detail and the
+/// constraint involved, not just "db error".
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    let Some(db) = e.as_db_error() else {
+        return error_chain(e);
+    };
+    let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    if let Some(detail) = db.detail() {
+        text.push_str(": ");
+        text.push_str(detail);
+    }
+    if let Some(constraint) = db.constraint() {
+        text.push_str(&format!(" [constraint {constraint}]"));
+    }
+    text
+}
+
 /// True for errors after which the same work can simply be retried on a new connection
 /// or a new transaction (connection loss, server restart, deadlock, serialization).
 pub fn is_transient(e: &tokio_postgres::Error) -> bool {

@@ -172,6 +172,9 @@ pub struct CommitSummary {
     pub rows_deduplicated: u64,
     pub rejected_by_reason: BTreeMap<RejectReason, u64>,
     pub failed_files: u64,
+    /// Files PostgreSQL refused although they passed validation, recorded as failed
+    /// instead: name → message. They are set aside, not archived.
+    pub database_rejected: BTreeMap<String, String>,
     /// False when every file was skipped and nothing was written.
     pub committed: bool,
     pub copy_seconds: f64,

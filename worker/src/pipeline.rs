@@ -164,6 +164,9 @@ impl Shared {
     }
 }
 
+/// Ledger reason of a file PostgreSQL refused although it passed validation.
+const DATABASE_REJECTED: &str = "database_rejected";
+
 /// Applies the migrations and creates any configured non-default tables.
 async fn prepare_schema(client: &mut Client, settings: &Settings) -> Result<(), WorkerError> {
     let report = migrate::migrate(client)
@@ -745,7 +748,7 @@ impl Committer {
         {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(batch = %batch.plan.batch_id, error = %e,
+                tracing::error!(batch = %batch.plan.batch_id, error = %crate::db::describe_pg_error(&e),
                     "PostgreSQL refused the batch; committing its files one by one to isolate the cause");
                 self.commit_isolated(&batch.files).await
             }
@@ -816,20 +819,29 @@ impl Committer {
             let summary = match self.commit_with_retry(id, one).await {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(file = %f.name, error = %e, "PostgreSQL refused this file; setting it aside");
+                    tracing::error!(file = %f.name, error = %crate::db::describe_pg_error(&e), "PostgreSQL refused this file; setting it aside");
+                    let message = format!(
+                        "PostgreSQL refused the file's rows: {}",
+                        crate::db::describe_pg_error(&e)
+                    );
                     let failed = FileToCommit {
                         name: f.name.clone(),
                         size: f.size,
                         content: FileContent::Failed {
-                            reason: "database_rejected".into(),
-                            message: format!("PostgreSQL refused the file's rows: {e}"),
+                            reason: DATABASE_REJECTED.into(),
+                            message: message.clone(),
                         },
                     };
                     match self
                         .commit_with_retry(Uuid::new_v4(), std::slice::from_ref(&failed))
                         .await
                     {
-                        Ok(s) => s,
+                        Ok(mut s) => {
+                            if s.owned.contains(&f.name) {
+                                s.database_rejected.insert(f.name.clone(), message);
+                            }
+                            s
+                        }
                         Err(e) => {
                             tracing::error!(file = %f.name, error = %e, "cannot even record the file as failed; it stays for a later attempt");
                             CommitSummary::default()
@@ -843,6 +855,7 @@ impl Committer {
             total.rows_rejected += summary.rows_rejected;
             total.rows_deduplicated += summary.rows_deduplicated;
             total.failed_files += summary.failed_files;
+            total.database_rejected.extend(summary.database_rejected);
             for (r, n) in summary.rejected_by_reason {
                 *total.rejected_by_reason.entry(r).or_default() += n;
             }
@@ -874,6 +887,12 @@ impl Committer {
                 continue;
             }
             let result = match &f.content {
+                _ if summary.database_rejected.contains_key(&f.name) => {
+                    let message = &summary.database_rejected[&f.name];
+                    self.metrics.files.with_label_values(&["failed"]).inc();
+                    tracing::warn!(file = %f.name, reason = DATABASE_REJECTED, %message, "file set aside");
+                    landing::set_aside_failed(&self.dirs, &f.name, DATABASE_REJECTED, message)
+                }
                 FileContent::Rows { .. } => {
                     self.metrics.files.with_label_values(&["loaded"]).inc();
                     landing::finish_loaded(
