@@ -30,6 +30,25 @@ pub struct WorkerProc {
     pub starts: u32,
 }
 
+impl WorkerSpec {
+    /// The usual layout under a test's root directory: `landing/` (created),
+    /// `checkpoints/<id>/`, and the log `<id>.log`.
+    pub fn in_root(root: &Path, id: &str, database_url: &str, extra: &[&str]) -> WorkerSpec {
+        let landing = root.join("landing");
+        if let Err(e) = std::fs::create_dir_all(&landing) {
+            panic!("creating {}: {e}", landing.display());
+        }
+        WorkerSpec {
+            id: id.into(),
+            landing,
+            checkpoint: root.join("checkpoints").join(id),
+            database_url: database_url.into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: root.join(format!("{id}.log")),
+        }
+    }
+}
+
 impl WorkerProc {
     pub fn spawn(spec: WorkerSpec) -> Result<WorkerProc> {
         let mut w = WorkerProc {

@@ -9,19 +9,6 @@ use sluice_testkit::procs::{WorkerProc, WorkerSpec, tail};
 use sluice_testkit::scenario::{Dataset, wait_settled};
 use sluice_testkit::verify;
 
-fn spec(root: &Path, id: &str, url: &str, extra: &[&str]) -> WorkerSpec {
-    let landing = root.join("landing");
-    std::fs::create_dir_all(&landing).expect("landing dir");
-    WorkerSpec {
-        id: id.into(),
-        landing,
-        checkpoint: root.join("checkpoints").join(id),
-        database_url: url.into(),
-        extra: extra.iter().map(|s| s.to_string()).collect(),
-        log: root.join(format!("{id}.log")),
-    }
-}
-
 /// 10,000 files already waiting when the worker starts: it must drain them all (no
 /// stall on the listing, no batch larger than its limits) and load each exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +18,7 @@ async fn a_backlog_of_ten_thousand_files_drains_exactly_once() {
     let root = tempfile::tempdir().expect("tempdir");
     let files = 10_000usize;
     let data = Dataset::generate(root.path(), files as u64, 5, 0.05, 5).expect("dataset");
-    let s = spec(root.path(), "w-0", db.url(), &["--after-commit", "delete"]);
+    let s = WorkerSpec::in_root(root.path(), "w-0", db.url(), &["--after-commit", "delete"]);
     let landing = s.landing.clone();
     data.release(&landing, 0..files).expect("release");
     let started = Instant::now();
@@ -181,6 +168,30 @@ async fn ssl_in_use(client: &tokio_postgres::Client) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
+/// One worker with `flags` loads three generated files into `db`, exactly once; returns
+/// the still-running worker (dropping it kills it) and a client.
+async fn load_three_files(
+    dir: &Path,
+    db: &pg::TestDb,
+    flags: &[&str],
+) -> (WorkerProc, tokio_postgres::Client) {
+    let data = Dataset::generate(dir, 3, 500, 0.02, 3).expect("dataset");
+    let s = WorkerSpec::in_root(dir, "w-tls", db.url(), flags);
+    let (landing, log) = (s.landing.clone(), s.log.clone());
+    data.release(&landing, 0..3).expect("release");
+    let mut w = WorkerProc::spawn(s).expect("worker");
+    let client = db.connect().await.expect("connect");
+    wait_settled(&client, &landing, 3, Duration::from_secs(60), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 30)));
+    verify::check_exactly_once(&client, &data.expected)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (w, client)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_require_and_verify_full_work_and_a_wrong_ca_is_refused() {
     let certs = tempfile::tempdir().expect("tempdir");
@@ -206,61 +217,30 @@ async fn tls_require_and_verify_full_work_and_a_wrong_ca_is_refused() {
 
     // sslmode=require: encrypted, certificate not checked.
     let db = cluster.create_database().await.expect("database");
-    let data = Dataset::generate(&root.path().join("a"), 3, 500, 0.02, 3).expect("dataset");
-    let s = spec(
-        &root.path().join("a"),
-        "w-req",
-        db.url(),
-        &["--sslmode", "require"],
-    );
-    let landing = s.landing.clone();
-    data.release(&landing, 0..3).expect("release");
-    let mut w = WorkerProc::spawn(s).expect("worker");
-    let client = db.connect().await.expect("connect");
-    wait_settled(&client, &landing, 3, Duration::from_secs(60), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&root.path().join("a/w-req.log"), 30)));
-    verify::check_exactly_once(&client, &data.expected)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (worker, client) =
+        load_three_files(&root.path().join("a"), &db, &["--sslmode", "require"]).await;
     let (ssl, all) = ssl_in_use(&client).await;
     assert!(
         all > 0 && ssl == all,
         "every worker connection uses TLS: {ssl}/{all}"
     );
-    drop(w);
+    drop(worker);
 
     // sslmode=verify-full with the right CA.
     let db = cluster.create_database().await.expect("database");
-    let data = Dataset::generate(&root.path().join("b"), 3, 500, 0.02, 4).expect("dataset");
     let ca = certs.path().join("ca.crt").display().to_string();
-    let s = spec(
+    load_three_files(
         &root.path().join("b"),
-        "w-vf",
-        db.url(),
+        &db,
         &["--sslmode", "verify-full", "--ssl-root-cert", &ca],
-    );
-    let landing = s.landing.clone();
-    data.release(&landing, 0..3).expect("release");
-    let mut w = WorkerProc::spawn(s).expect("worker");
-    let client = db.connect().await.expect("connect");
-    wait_settled(&client, &landing, 3, Duration::from_secs(60), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&root.path().join("b/w-vf.log"), 30)));
-    verify::check_exactly_once(&client, &data.expected)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    drop(w);
+    )
+    .await;
 
     // verify-full with a CA that did not sign the server certificate: refused, reported,
     // nothing loaded, and the worker stays up (retrying) instead of crash-looping.
     let db = cluster.create_database().await.expect("database");
     let other = certs.path().join("other-ca.crt").display().to_string();
-    let s = spec(
+    let s = WorkerSpec::in_root(
         &root.path().join("c"),
         "w-bad",
         db.url(),

@@ -1,7 +1,6 @@
 //! One worker against a real PostgreSQL: exact results against the generator's manifest,
 //! unreadable files set aside, readiness following the database, dedupe, SIGTERM.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice_testkit::pg::{self, PgCluster};
@@ -9,26 +8,13 @@ use sluice_testkit::procs::{WorkerProc, WorkerSpec, tail};
 use sluice_testkit::scenario::{Dataset, wait_settled};
 use sluice_testkit::verify;
 
-fn spec(root: &Path, id: &str, url: &str, extra: &[&str]) -> WorkerSpec {
-    let landing = root.join("landing");
-    std::fs::create_dir_all(&landing).expect("landing dir");
-    WorkerSpec {
-        id: id.into(),
-        landing,
-        checkpoint: root.join("checkpoints").join(id),
-        database_url: url.into(),
-        extra: extra.iter().map(|s| s.to_string()).collect(),
-        log: root.join(format!("{id}.log")),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_worker_loads_exactly_the_manifest() {
     let cluster = pg::shared().await;
     let db = cluster.create_database().await.expect("database");
     let root = tempfile::tempdir().expect("tempdir");
     let data = Dataset::generate(root.path(), 25, 2_000, 0.05, 7).expect("dataset");
-    let s = spec(root.path(), "w-0", db.url(), &["--max-files", "4"]);
+    let s = WorkerSpec::in_root(root.path(), "w-0", db.url(), &["--max-files", "4"]);
     let landing = s.landing.clone();
     data.release(&landing, 0..data.manifest.len())
         .expect("release");
@@ -77,7 +63,7 @@ async fn unreadable_files_are_set_aside_with_a_reason() {
     let cluster = pg::shared().await;
     let db = cluster.create_database().await.expect("database");
     let root = tempfile::tempdir().expect("tempdir");
-    let s = spec(root.path(), "w-0", db.url(), &[]);
+    let s = WorkerSpec::in_root(root.path(), "w-0", db.url(), &[]);
     let landing = s.landing.clone();
     std::fs::write(landing.join("binary.csv"), b"\x00\x01\x02\x00PK\x03\x04").expect("write");
     std::fs::write(landing.join("wrong-header.csv"), b"id,name\n1,x\n").expect("write");
@@ -145,7 +131,7 @@ async fn dedupe_skips_event_ids_already_stored() {
     let db = cluster.create_database().await.expect("database");
     let root = tempfile::tempdir().expect("tempdir");
     let data = Dataset::generate(root.path(), 2, 500, 0.0, 3).expect("dataset");
-    let s = spec(
+    let s = WorkerSpec::in_root(
         root.path(),
         "w-0",
         db.url(),
@@ -224,7 +210,7 @@ async fn readiness_follows_the_database_and_sigterm_is_clean() {
         .expect("port")
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let s = spec(root.path(), "w-0", db.url(), &["--metrics-addr", &addr]);
+    let s = WorkerSpec::in_root(root.path(), "w-0", db.url(), &["--metrics-addr", &addr]);
     let landing = s.landing.clone();
     let data = Dataset::generate(root.path(), 2, 100, 0.0, 5).expect("dataset");
     let mut w = WorkerProc::spawn(s).expect("worker");
