@@ -672,7 +672,7 @@ pub fn worker(ipl: &IngestPipeline, config_hash: &str, inputs: &BuildInputs) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::crd::{IngestPipelineSpec, PostgresSpec, SecretRef};
 

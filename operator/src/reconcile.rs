@@ -545,25 +545,8 @@ pub async fn run_controller(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{IngestPipelineSpec, PostgresSpec, SecretRef};
+    use crate::children::tests::sample;
     use k8s_openapi::ByteString;
-
-    fn sample() -> IngestPipeline {
-        let mut ipl = IngestPipeline::new(
-            "shop",
-            IngestPipelineSpec {
-                postgres: PostgresSpec {
-                    secret_ref: SecretRef {
-                        name: "pg-credentials".into(),
-                    },
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        );
-        ipl.metadata.namespace = Some("data".into());
-        ipl
-    }
 
     fn secret(keys: &[&str]) -> Secret {
         let mut s = Secret {
