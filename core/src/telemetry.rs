@@ -227,6 +227,34 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     response
 }
 
+/// A stop flag that turns true on SIGTERM or SIGINT, for all of a binary's tasks.
+pub fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Binds `/metrics`, `/healthz` and `/readyz` on `addr` (none: no server) and serves
+/// them on a task until `stop` turns true.
+pub async fn spawn_server(
+    addr: Option<SocketAddr>,
+    registry: Registry,
+    health: Arc<Health>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, TelemetryError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let server = TelemetryServer::bind(addr, registry, health).await?;
+    tracing::info!(addr = %addr, "serving /metrics, /healthz, /readyz");
+    Ok(Some(tokio::spawn(server.serve(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    }))))
+}
+
 /// Completes on SIGTERM or SIGINT (Ctrl-C), whichever comes first.
 pub async fn shutdown_signal() {
     #[cfg(unix)]

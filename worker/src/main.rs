@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_core::telemetry::{self, Health, LogFormat, TelemetryServer};
+use sluice_core::telemetry::{self, Health, LogFormat};
 use sluice_worker::cli::Args;
 use sluice_worker::metrics::Metrics;
 use sluice_worker::pipeline;
@@ -87,24 +87,14 @@ async fn run(
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry).context("registering metrics")?;
     let health = Health::new();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-
-    let server = match metrics_addr {
-        Some(addr) => {
-            let server = TelemetryServer::bind(addr, registry.clone(), health.clone()).await?;
-            tracing::info!(addr = %addr, "serving /metrics, /healthz, /readyz");
-            let mut rx = stop_rx.clone();
-            Some(tokio::spawn(server.serve(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })))
-        }
-        None => None,
-    };
-
-    tokio::spawn(async move {
-        telemetry::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = telemetry::stop_on_signal();
+    let server = telemetry::spawn_server(
+        metrics_addr,
+        registry.clone(),
+        health.clone(),
+        stop_rx.clone(),
+    )
+    .await?;
 
     let result = pipeline::run(settings, metrics, health, stop_rx).await;
     if let Some(server) = server {
