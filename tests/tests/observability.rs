@@ -70,6 +70,21 @@ fn free_port() -> u16 {
 /// A child process killed (and reaped) on drop.
 struct Guard(Child);
 
+impl Guard {
+    /// Spawns `cmd` with stdout and stderr appended to `log`, no stdin.
+    fn spawn(cmd: &mut Command, log: &Path) -> Guard {
+        let file = std::fs::File::create(log)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let child = cmd
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        Guard(child)
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -239,17 +254,14 @@ fn start_pipeline(root: &Path, url: &str, ports: &[u16; 3]) -> Pipeline {
     let landing = root.join("landing");
     std::fs::create_dir_all(&landing).expect("landing");
     let generator_log = root.join("generator.log");
-    let log = std::fs::File::create(&generator_log).expect("generator log");
-    let generator = Command::new(bin_path("sluice-generator"))
-        .args(["--landing-dir", &landing.display().to_string()])
-        .args(["--events-per-second", "3000", "--seconds-per-file", "0.5"])
-        .args(["--bad-row-share", "0.02", "--seed", "11"])
-        .args(["--metrics-addr", &format!("127.0.0.1:{}", ports[2])])
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawning sluice-generator");
+    let generator = Guard::spawn(
+        Command::new(bin_path("sluice-generator"))
+            .args(["--landing-dir", &landing.display().to_string()])
+            .args(["--events-per-second", "3000", "--seconds-per-file", "0.5"])
+            .args(["--bad-row-share", "0.02", "--seed", "11"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", ports[2])]),
+        &generator_log,
+    );
     let workers = (0..2)
         .map(|i| {
             WorkerProc::spawn(WorkerSpec {
@@ -264,7 +276,7 @@ fn start_pipeline(root: &Path, url: &str, ports: &[u16; 3]) -> Pipeline {
         })
         .collect();
     Pipeline {
-        _generator: Guard(generator),
+        _generator: generator,
         workers,
         generator_log,
     }
@@ -284,25 +296,15 @@ async fn start_operator(env: &KubeEnv, root: &Path, port: u16) -> Guard {
         )
         .await
         .expect("applying the CRD");
-    let log = std::fs::File::create(root.join("operator.log")).expect("operator log");
-    let child = Command::new(bin_path("sluice-operator"))
-        .args([
-            "run",
-            "--all-namespaces",
-            "--leader-election",
-            "on",
-            "--lease-namespace",
-            "default",
-        ])
-        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-        .env("KUBECONFIG", env.kubeconfig_path())
-        .env("POD_NAMESPACE", "default")
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawning sluice-operator");
-    Guard(child)
+    Guard::spawn(
+        Command::new(bin_path("sluice-operator"))
+            .args(["run", "--all-namespaces", "--leader-election", "on"])
+            .args(["--lease-namespace", "default"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", env.kubeconfig_path())
+            .env("POD_NAMESPACE", "default"),
+        &root.join("operator.log"),
+    )
 }
 
 fn start_prometheus(
@@ -334,21 +336,17 @@ fn start_prometheus(
     );
     let config_path = root.join("prometheus.yml");
     std::fs::write(&config_path, config).expect("prometheus.yml");
-    let log = std::fs::File::create(root.join("prometheus.log")).expect("prometheus log");
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            root.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawning prometheus");
-    Guard(child)
+    Guard::spawn(
+        Command::new(bin)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                root.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--log.level=warn"),
+        &root.join("prometheus.log"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
