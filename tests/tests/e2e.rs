@@ -1578,18 +1578,46 @@ async fn scenario(cluster: &mut Cluster, log: &mut StepLog) -> Result<()> {
         Ok(())
     })
     .await?;
-    // The workers' checkpoint claims outlive the pipeline on purpose (docs/crd.md).
-    let checkpoints = cluster
+    // The workers' checkpoint claims outlive the pipeline on purpose (docs/crd.md). The
+    // StatefulSet controller copies its selector labels onto them, so they are found by
+    // name here and the documented label selector is only reported on.
+    let prefix = format!("checkpoint-{PIPELINE}-worker-");
+    let claims: Vec<PersistentVolumeClaim> = cluster
         .api::<PersistentVolumeClaim>()
-        .list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/instance={PIPELINE},app.kubernetes.io/component=checkpoint"
-        )))
+        .list(&ListParams::default())
         .await?
-        .items;
+        .items
+        .into_iter()
+        .filter(|c| c.name_any().starts_with(&prefix))
+        .collect();
+    ensure!(
+        !claims.is_empty(),
+        "no {prefix}* claims after deleting the pipeline: docs/crd.md says they stay"
+    );
+    let documented =
+        format!("app.kubernetes.io/instance={PIPELINE},app.kubernetes.io/component=checkpoint");
+    let by_selector = cluster
+        .api::<PersistentVolumeClaim>()
+        .list(&ListParams::default().labels(&documented))
+        .await?
+        .items
+        .len();
     log.note(format!(
-        "children gone; {} checkpoint claims kept by design (deleted with the namespace)",
-        checkpoints.len()
+        "children gone; {} checkpoint claims kept by design ({}), deleted with the namespace",
+        claims.len(),
+        claims
+            .iter()
+            .map(|c| c.name_any())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
+    if by_selector != claims.len() {
+        log.note(format!(
+            "WARNING: the selector docs/crd.md gives for removing them ({documented}) matches {by_selector} of {} claims; their labels: {:?}",
+            claims.len(),
+            claims.first().map(|c| c.labels().clone())
+        ));
+    }
     let tables = first(
         cluster
             .query_ints("SELECT count(*) FROM sluice_files")
