@@ -1579,8 +1579,8 @@ async fn scenario(cluster: &mut Cluster, log: &mut StepLog) -> Result<()> {
     })
     .await?;
     // The workers' checkpoint claims outlive the pipeline on purpose (docs/crd.md). The
-    // StatefulSet controller copies its selector labels onto them, so they are found by
-    // name here and the documented label selector is only reported on.
+    // StatefulSet controller copies its selector labels onto them; the selector docs/crd.md
+    // gives for removing them must match every one of them.
     let prefix = format!("checkpoint-{PIPELINE}-worker-");
     let claims: Vec<PersistentVolumeClaim> = cluster
         .api::<PersistentVolumeClaim>()
@@ -1595,7 +1595,7 @@ async fn scenario(cluster: &mut Cluster, log: &mut StepLog) -> Result<()> {
         "no {prefix}* claims after deleting the pipeline: docs/crd.md says they stay"
     );
     let documented =
-        format!("app.kubernetes.io/instance={PIPELINE},app.kubernetes.io/component=checkpoint");
+        format!("app.kubernetes.io/instance={PIPELINE},app.kubernetes.io/component=worker");
     let by_selector = cluster
         .api::<PersistentVolumeClaim>()
         .list(&ListParams::default().labels(&documented))
@@ -1611,13 +1611,12 @@ async fn scenario(cluster: &mut Cluster, log: &mut StepLog) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    if by_selector != claims.len() {
-        log.note(format!(
-            "WARNING: the selector docs/crd.md gives for removing them ({documented}) matches {by_selector} of {} claims; their labels: {:?}",
-            claims.len(),
-            claims.first().map(|c| c.labels().clone())
-        ));
-    }
+    ensure!(
+        by_selector == claims.len(),
+        "the selector docs/crd.md gives for removing them ({documented}) matches {by_selector} of {} claims; their labels: {:?}",
+        claims.len(),
+        claims.first().map(|c| c.labels().clone())
+    );
     let tables = first(
         cluster
             .query_ints("SELECT count(*) FROM sluice_files")
