@@ -55,6 +55,15 @@ impl FromStr for LogFormat {
     }
 }
 
+/// [`init_logging`] from the raw `--log-format` and `--log-level` flag values; the error
+/// names the flag to fix.
+pub fn init_logging_from_flags(format: &str, level: &str) -> Result<(), String> {
+    let format = format
+        .parse::<LogFormat>()
+        .map_err(|e| format!("--log-format: {e}"))?;
+    init_logging(format, level).map_err(|e| e.to_string())
+}
+
 /// Installs the global tracing subscriber writing to stderr.
 ///
 /// `level` is an `EnvFilter` directive such as `info` or `sluice_worker=debug,info`;

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_core::telemetry::{self, Health, LogFormat};
+use sluice_core::telemetry::{self, Health};
 use sluice_operator::cli::{Args, Command, OnOff};
 use sluice_operator::{LeaderOptions, RunOptions, Scope};
 
@@ -20,14 +20,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let format = match args.log_format.parse::<LogFormat>() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("sluice-operator: --log-format: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = telemetry::init_logging(format, &args.log_level) {
+    if let Err(e) = telemetry::init_logging_from_flags(&args.log_format, &args.log_level) {
         eprintln!("sluice-operator: {e}");
         return ExitCode::from(2);
     }

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_core::telemetry::{self, Health, LogFormat};
+use sluice_core::telemetry::{self, Health};
 use sluice_worker::cli::Args;
 use sluice_worker::metrics::Metrics;
 use sluice_worker::pipeline;
@@ -33,14 +33,7 @@ fn pin_malloc_mmap_threshold() {
 fn main() -> ExitCode {
     pin_malloc_mmap_threshold();
     let args = Args::parse();
-    let format = match args.log_format.parse::<LogFormat>() {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("sluice-worker: --log-format: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(e) = telemetry::init_logging(format, &args.log_level) {
+    if let Err(e) = telemetry::init_logging_from_flags(&args.log_format, &args.log_level) {
         eprintln!("sluice-worker: {e}");
         return ExitCode::from(2);
     }
