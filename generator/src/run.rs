@@ -325,8 +325,7 @@ pub fn run(
             || (file_span_ns > 0 && clock.now_ns().saturating_sub(*first_ns) >= file_span_ns);
         if full {
             if let Some((file, _)) = current.take() {
-                let bytes_before = summary.bytes;
-                finish_file(
+                let bytes = finish_file(
                     file,
                     &stats,
                     manifest.as_mut(),
@@ -334,7 +333,7 @@ pub fn run(
                     &mut summary,
                     &mut seq,
                 )?;
-                room_check.wrote(summary.bytes - bytes_before);
+                room_check.wrote(bytes);
             }
             if rows_done || cfg.total_files.is_some_and(|n| summary.files >= n) {
                 break;
@@ -368,7 +367,7 @@ fn finish_file(
     metrics: &Metrics,
     summary: &mut Summary,
     seq: &mut u64,
-) -> Result<(), GeneratorError> {
+) -> Result<u64, GeneratorError> {
     let done = file.finish()?;
     *seq = done.seq + 1;
     if let Some(m) = manifest {
@@ -386,7 +385,7 @@ fn finish_file(
         bytes = done.bytes,
         "file landed"
     );
-    Ok(())
+    Ok(done.bytes)
 }
 
 #[cfg(test)]

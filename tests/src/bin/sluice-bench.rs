@@ -320,12 +320,7 @@ async fn bench_sluice(
             data.expected.valid_rows()
         );
     }
-    let peak_rss_kib = procs
-        .iter()
-        .filter_map(|p| p.pid())
-        .filter_map(peak_rss_kib)
-        .max()
-        .unwrap_or(0);
+    let peak_rss_kib = peak_rss_of(&procs);
     drop(procs);
     eprintln!("sluice (pk={with_pk}): {seconds:.2} s");
     Ok(SluiceRun {
@@ -423,12 +418,7 @@ async fn bench_latency(pg: &PgCluster, root: &Path, args: &Args) -> Result<Laten
     let seen = tokio::time::timeout(Duration::from_secs(120), poller)
         .await
         .context("rows did not become visible within 2 minutes")??;
-    let peak_rss_kib = procs
-        .iter()
-        .filter_map(|p| p.pid())
-        .filter_map(peak_rss_kib)
-        .max()
-        .unwrap_or(0);
+    let peak_rss_kib = peak_rss_of(&procs);
     drop(procs);
     let mut ms: Vec<f64> = renamed
         .iter()
@@ -454,6 +444,16 @@ async fn bench_latency(pg: &PgCluster, root: &Path, args: &Args) -> Result<Laten
         max_ms: pct(1.0),
         peak_rss_kib,
     })
+}
+
+/// The largest peak RSS among running workers.
+fn peak_rss_of(procs: &[WorkerProc]) -> u64 {
+    procs
+        .iter()
+        .filter_map(|p| p.pid())
+        .filter_map(peak_rss_kib)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Peak resident set size of a running process, from /proc.
