@@ -97,7 +97,7 @@ pub fn parse_file(bytes: &[u8], rules: &Rules) -> Result<ParsedFile, FileError> 
 
     let future_limit = rules.now + rules.future_tolerance;
     let mut records = Records::new(body);
-    let mut fields = FieldBuf::default();
+    let mut buf = FieldBuf::default();
     let mut out = ParsedFile {
         copy_rows: Vec::with_capacity(body.len() + body.len() / 8),
         ..ParsedFile::default()
@@ -110,8 +110,7 @@ pub fn parse_file(bytes: &[u8], rules: &Rules) -> Result<ParsedFile, FileError> 
             None => return Err(FileError::Empty),
         }
     };
-    fields.split(&header);
-    if !fields.matches_header() {
+    if !buf.split(&header).matches_header() {
         return Err(FileError::BadHeader {
             expected: HEADER_FIELDS.join(","),
             found: excerpt(header.bytes, 200),
@@ -123,7 +122,7 @@ pub fn parse_file(bytes: &[u8], rules: &Rules) -> Result<ParsedFile, FileError> 
             continue;
         }
         out.data_rows += 1;
-        fields.split(&record);
+        let fields = buf.split(&record);
         let row_start = out.copy_rows.len();
         match check_row(&fields, &record, rules, future_limit, &mut out.copy_rows) {
             Ok(event_id) => {
@@ -151,7 +150,7 @@ type RowError = (RejectReason, String);
 /// Validates one row and, when valid, appends it to `copy` (a partial row is truncated
 /// by the caller on error).
 fn check_row(
-    fields: &FieldBuf,
+    fields: &Fields<'_>,
     record: &Record<'_>,
     rules: &Rules,
     future_limit: DateTime<Utc>,
@@ -564,34 +563,40 @@ impl<'a> Records<'a> {
     }
 }
 
-/// The fields of the current record, in buffers reused from row to row so that parsing
-/// allocates nothing per row. A record without quotes is split where it lies; one with
-/// quotes is unescaped into `unquoted` first.
+/// Buffers reused from row to row so that splitting allocates nothing per row. A record
+/// without quotes is split where it lies; one with quotes is unescaped into `unquoted`.
 #[derive(Default)]
 struct FieldBuf {
-    /// Field boundaries as (start, end) into either `record` or `unquoted`.
     spans: Vec<(usize, usize)>,
     unquoted: Vec<u8>,
-    record: Vec<u8>,
-    from_unquoted: bool,
+}
+
+/// The fields of one record: boundaries into either the record itself or the unescaped
+/// copy of a quoted record.
+struct Fields<'a> {
+    spans: &'a [(usize, usize)],
+    source: &'a [u8],
 }
 
 impl FieldBuf {
-    fn split(&mut self, record: &Record<'_>) {
+    fn split<'a>(&'a mut self, record: &Record<'a>) -> Fields<'a> {
         self.spans.clear();
         if record.quoted {
             self.split_quoted(record.bytes);
-            self.from_unquoted = true;
-        } else {
-            self.record.clear();
-            self.record.extend_from_slice(record.bytes);
-            let mut start = 0;
-            for comma in memchr::memchr_iter(b',', record.bytes) {
-                self.spans.push((start, comma));
-                start = comma + 1;
-            }
-            self.spans.push((start, record.bytes.len()));
-            self.from_unquoted = false;
+            return Fields {
+                spans: &self.spans,
+                source: &self.unquoted,
+            };
+        }
+        let mut start = 0;
+        for comma in memchr::memchr_iter(b',', record.bytes) {
+            self.spans.push((start, comma));
+            start = comma + 1;
+        }
+        self.spans.push((start, record.bytes.len()));
+        Fields {
+            spans: &self.spans,
+            source: record.bytes,
         }
     }
 
@@ -629,18 +634,16 @@ impl FieldBuf {
         }
         self.spans.push((field_start, self.unquoted.len()));
     }
+}
 
+impl Fields<'_> {
     fn len(&self) -> usize {
         self.spans.len()
     }
 
     fn get(&self, i: usize) -> &[u8] {
         let (start, end) = self.spans[i];
-        if self.from_unquoted {
-            &self.unquoted[start..end]
-        } else {
-            &self.record[start..end]
-        }
+        &self.source[start..end]
     }
 
     fn matches_header(&self) -> bool {
