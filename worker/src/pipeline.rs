@@ -886,14 +886,13 @@ impl Committer {
             if !owned.contains(&f.name) {
                 continue;
             }
-            let result = match &f.content {
-                _ if summary.database_rejected.contains_key(&f.name) => {
-                    let message = &summary.database_rejected[&f.name];
+            let result = match (&f.content, summary.database_rejected.get(&f.name)) {
+                (_, Some(message)) => {
                     self.metrics.files.with_label_values(&["failed"]).inc();
                     tracing::warn!(file = %f.name, reason = DATABASE_REJECTED, %message, "file set aside");
                     landing::set_aside_failed(&self.dirs, &f.name, DATABASE_REJECTED, message)
                 }
-                FileContent::Rows { .. } => {
+                (FileContent::Rows { .. }, None) => {
                     self.metrics.files.with_label_values(&["loaded"]).inc();
                     landing::finish_loaded(
                         &self.dirs,
@@ -902,7 +901,7 @@ impl Committer {
                         now,
                     )
                 }
-                FileContent::Failed { reason, message } => {
+                (FileContent::Failed { reason, message }, None) => {
                     self.metrics.files.with_label_values(&["failed"]).inc();
                     tracing::warn!(file = %f.name, %reason, %message, "file set aside");
                     landing::set_aside_failed(&self.dirs, &f.name, reason, message)
