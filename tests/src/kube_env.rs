@@ -68,6 +68,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::bins::find_in_path;
 use anyhow::{Context as _, Result, anyhow, bail};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
@@ -855,13 +856,6 @@ fn find_kube_bin_dir() -> Result<PathBuf> {
         .into());
     }
     Ok(dir)
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// Four distinct ports that were free a moment ago (all bound at once, then released).

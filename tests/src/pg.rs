@@ -32,6 +32,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::bins::find_in_path;
 use thiserror::Error;
 use tokio_postgres::{Client, NoTls};
 
@@ -253,13 +254,6 @@ fn lookup_user(name: &str) -> Result<(u32, u32)> {
             detail: format!("unexpected `getent passwd {name}` output: {line:?}"),
         }),
     }
-}
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 fn has_server_binaries(dir: &Path) -> bool {

@@ -32,11 +32,7 @@ fn kubectl_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("KUBECTL") {
         return Some(PathBuf::from(p));
     }
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("kubectl"))
-            .find(|p| p.is_file())
-    })
+    sluice_testkit::bins::find_in_path("kubectl")
 }
 
 /// Runs `cmd` with optional stdin; Ok(stdout) or Err(a message with stdout + stderr).

@@ -387,10 +387,7 @@ fn find_kubectl() -> Option<PathBuf> {
     if fixed.is_file() {
         return Some(fixed.to_path_buf());
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file())
+    sluice_testkit::bins::find_in_path("kubectl")
 }
 
 #[tokio::test]

@@ -53,11 +53,7 @@ fn prometheus_bin() -> Option<PathBuf> {
     if let Some(p) = candidates.into_iter().find(|p| p.is_file()) {
         return Some(p);
     }
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join("prometheus"))
-            .find(|p| p.is_file())
-    })
+    sluice_testkit::bins::find_in_path("prometheus")
 }
 
 fn free_port() -> u16 {
