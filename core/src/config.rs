@@ -176,6 +176,24 @@ pub struct WorkerConfig {
     /// On SIGTERM, how long the batch in flight may take to finish before it is abandoned
     /// (it is replayed on restart).
     pub shutdown_grace_seconds: u64,
+    /// Load a file whose content is identical to a file already loaded under another
+    /// name. Off by default: such a file is a re-delivery, recorded in the ledger and
+    /// counted, but its rows are not written a second time.
+    pub load_redeliveries: bool,
+    /// Files larger than this many bytes are loaded in parts of about this size, one
+    /// transaction per part, so that memory stays bounded and a restart resumes at the
+    /// last committed part.
+    #[schemars(range(min = 65536))]
+    pub part_bytes: u64,
+    /// A row longer than this many bytes is quarantined as `row_too_long` (its first
+    /// `maxRowBytes` bytes are kept as evidence) instead of being held in memory.
+    #[schemars(range(min = 1024))]
+    pub max_row_bytes: u64,
+    /// The worker reports itself not live (`/healthz` fails, so Kubernetes restarts it)
+    /// when its planner, committer or claim heartbeat has been stuck in one step for
+    /// longer than this many seconds.
+    #[schemars(range(min = 1))]
+    pub liveness_timeout_seconds: u64,
 }
 
 impl Default for WorkerConfig {
@@ -189,6 +207,10 @@ impl Default for WorkerConfig {
             poll_interval_ms: 1_000,
             claim_timeout_seconds: 30,
             shutdown_grace_seconds: 20,
+            load_redeliveries: false,
+            part_bytes: 64 << 20,
+            max_row_bytes: 1 << 20,
+            liveness_timeout_seconds: 120,
         }
     }
 }
@@ -208,6 +230,15 @@ impl WorkerConfig {
         }
         if self.claim_timeout_seconds == 0 {
             return Err(invalid("claimTimeoutSeconds", "must be at least 1"));
+        }
+        if self.part_bytes < 65_536 {
+            return Err(invalid("partBytes", "must be at least 65536"));
+        }
+        if self.max_row_bytes < 1024 {
+            return Err(invalid("maxRowBytes", "must be at least 1024"));
+        }
+        if self.liveness_timeout_seconds == 0 {
+            return Err(invalid("livenessTimeoutSeconds", "must be at least 1"));
         }
         Ok(())
     }
@@ -294,17 +325,54 @@ pub fn is_plain_identifier(name: &str) -> bool {
 
 /// Everything a pipeline's pods need besides credentials; the operator writes it into
 /// the pipeline's ConfigMap as JSON and the pods read it with `--config`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PipelineConfig {
+    /// The ledger namespace: pipelines sharing one database never see each other's
+    /// files, claims or batches. The operator sets `<namespace>/<name>`.
+    pub pipeline: String,
     pub generator: GeneratorConfig,
     pub worker: WorkerConfig,
     pub tables: TableNames,
     pub sslmode: SslMode,
 }
 
+/// The ledger namespace of a worker started without one.
+pub const DEFAULT_PIPELINE: &str = "default";
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            pipeline: DEFAULT_PIPELINE.into(),
+            generator: GeneratorConfig::default(),
+            worker: WorkerConfig::default(),
+            tables: TableNames::default(),
+            sslmode: SslMode::default(),
+        }
+    }
+}
+
+/// A pipeline id is stored in every ledger row: printable, 1–253 bytes.
+pub fn validate_pipeline_id(id: &str) -> Result<(), ConfigError> {
+    if id.is_empty() || id.len() > 253 || id.chars().any(|c| c.is_control()) {
+        return Err(invalid(
+            "pipeline",
+            format!("{id:?} must be 1-253 printable characters (e.g. shop or prod/shop)"),
+        ));
+    }
+    Ok(())
+}
+
 impl PipelineConfig {
+    /// What a worker checks (the generator's part is not its concern).
+    pub fn validate_for_worker(&self) -> Result<(), ConfigError> {
+        validate_pipeline_id(&self.pipeline)?;
+        self.worker.validate()?;
+        self.tables.validate()
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_pipeline_id(&self.pipeline)?;
         self.generator.validate()?;
         self.worker.validate()?;
         self.tables.validate()

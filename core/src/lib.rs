@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod event;
+pub mod landing;
+pub mod metric_names;
 pub mod reject;
 pub mod telemetry;
 

@@ -37,10 +37,13 @@ pub enum RejectReason {
     NegativeQuantity,
     /// `quantity` is zero for an `add_to_cart` or `purchase` event.
     ZeroQuantity,
+    /// The row is longer than the worker's row size limit (`--max-row-bytes`); only its
+    /// first bytes are kept as evidence.
+    RowTooLong,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::WrongColumnCount,
         RejectReason::InvalidUtf8,
         RejectReason::FieldTooLong,
@@ -55,6 +58,7 @@ impl RejectReason {
         RejectReason::BadQuantity,
         RejectReason::NegativeQuantity,
         RejectReason::ZeroQuantity,
+        RejectReason::RowTooLong,
     ];
 
     /// The stable machine-readable code.
@@ -74,6 +78,7 @@ impl RejectReason {
             RejectReason::BadQuantity => "bad_quantity",
             RejectReason::NegativeQuantity => "negative_quantity",
             RejectReason::ZeroQuantity => "zero_quantity",
+            RejectReason::RowTooLong => "row_too_long",
         }
     }
 
@@ -106,5 +111,7 @@ mod tests {
     fn serde_uses_the_code() {
         let json = serde_json::to_string(&RejectReason::ZeroQuantity).expect("serialize");
         assert_eq!(json, "\"zero_quantity\"");
+        let json = serde_json::to_string(&RejectReason::RowTooLong).expect("serialize");
+        assert_eq!(json, "\"row_too_long\"");
     }
 }

@@ -27,7 +27,7 @@ pub fn pending(dir: &Path) -> Result<Pending, GeneratorError> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with('.') || !name.ends_with(".csv") {
+        if !sluice_core::landing::is_landing_file_name(name) {
             continue;
         }
         // A file the worker moves away meanwhile is simply not counted.

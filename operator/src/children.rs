@@ -118,6 +118,12 @@ pub struct Children {
 /// The config the pods read (`--config`), from the resource's spec.
 pub fn pipeline_config(ipl: &IngestPipeline) -> PipelineConfig {
     PipelineConfig {
+        // Pipelines sharing one database keep their ledgers apart by this id.
+        pipeline: format!(
+            "{}/{}",
+            ipl.metadata.namespace.as_deref().unwrap_or("default"),
+            ipl.metadata.name.as_deref().unwrap_or("pipeline")
+        ),
         generator: ipl.spec.generator.config.clone(),
         worker: ipl.spec.worker.config.clone(),
         tables: ipl.spec.postgres.tables.clone(),

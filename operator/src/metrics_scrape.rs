@@ -6,10 +6,12 @@
 //! (stale) ones with their `figuresTime`. Reconciling never waits on this for more than
 //! [`SCRAPE_TIMEOUT`]. Without a kubelet (tests) there are no endpoints, hence no figures.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Endpoints;
+use sluice_core::metric_names::{self as names, DegradedCause};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Per-worker budget for connect + request + response.
@@ -30,6 +32,8 @@ pub struct Figures {
     pub lag_seconds: f64,
     /// max sluice_worker_last_commit_timestamp_seconds, None when no worker committed.
     pub last_commit_unix: Option<f64>,
+    /// Causes any worker reports in sluice_worker_degraded (value 1).
+    pub degraded: BTreeSet<DegradedCause>,
 }
 
 /// One worker's figures, from its metrics text.
@@ -40,6 +44,7 @@ pub struct WorkerFigures {
     pub backlog_files: f64,
     pub lag_seconds: f64,
     pub last_commit_unix: f64,
+    pub degraded: BTreeSet<DegradedCause>,
 }
 
 /// Parses the Prometheus text format, picking the series the status needs.
@@ -72,20 +77,35 @@ pub fn parse(text: &str) -> WorkerFigures {
             None => (series, ""),
         };
         match name {
-            "sluice_worker_rows_total" => {
+            names::DEGRADED => {
+                if value >= 1.0
+                    && let Some(cause) = label(labels, "cause").and_then(DegradedCause::from_code)
+                {
+                    f.degraded.insert(cause);
+                }
+            }
+            names::ROWS_TOTAL => {
                 if has_label(labels, "outcome", "loaded") {
                     f.rows_loaded += value;
                 } else if has_label(labels, "outcome", "rejected") {
                     f.rows_rejected += value;
                 }
             }
-            "sluice_worker_backlog_files" => f.backlog_files = value,
-            "sluice_worker_lag_seconds" => f.lag_seconds = value,
-            "sluice_worker_last_commit_timestamp_seconds" => f.last_commit_unix = value,
+            names::BACKLOG_FILES => f.backlog_files = value,
+            names::LAG_SECONDS => f.lag_seconds = value,
+            names::LAST_COMMIT_TIMESTAMP => f.last_commit_unix = value,
             _ => {}
         }
     }
     f
+}
+
+fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels.split(',').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().trim_matches('"'))
+    })
 }
 
 fn has_label(labels: &str, key: &str, value: &str) -> bool {
@@ -108,6 +128,7 @@ pub fn combine(workers: &[WorkerFigures]) -> Option<Figures> {
         out.backlog_files = out.backlog_files.max(w.backlog_files.max(0.0) as u64);
         out.lag_seconds = out.lag_seconds.max(w.lag_seconds);
         last = last.max(w.last_commit_unix);
+        out.degraded.extend(w.degraded.iter().copied());
     }
     out.last_commit_unix = (last > 0.0).then_some(last);
     Some(out)
@@ -198,6 +219,9 @@ sluice_worker_backlog_files 3
 sluice_worker_lag_seconds 0.25
 sluice_worker_last_commit_timestamp_seconds 1700000000.5
 sluice_worker_rejected_rows_total{reason="bad_price"} 12
+sluice_worker_degraded{cause="lock_timeout"} 1
+sluice_worker_degraded{cause="disk_full"} 0
+sluice_worker_degraded{cause="no_such_cause"} 1
 "#;
 
     #[test]
@@ -208,6 +232,11 @@ sluice_worker_rejected_rows_total{reason="bad_price"} 12
         assert_eq!(f.backlog_files, 3.0);
         assert_eq!(f.lag_seconds, 0.25);
         assert_eq!(f.last_commit_unix, 1_700_000_000.5);
+        assert_eq!(
+            f.degraded.iter().copied().collect::<Vec<_>>(),
+            vec![DegradedCause::LockTimeout],
+            "only causes at 1, and only known ones"
+        );
         assert_eq!(parse("garbage\n{}\nx y z"), WorkerFigures::default());
     }
 
@@ -215,6 +244,7 @@ sluice_worker_rejected_rows_total{reason="bad_price"} 12
     fn combines_sums_and_maxima() {
         let a = parse(SAMPLE);
         let mut b = a.clone();
+        b.degraded = [DegradedCause::DiskFull].into();
         b.backlog_files = 7.0;
         b.lag_seconds = 0.1;
         b.last_commit_unix = 0.0;
@@ -224,6 +254,7 @@ sluice_worker_rejected_rows_total{reason="bad_price"} 12
         assert_eq!(c.backlog_files, 7);
         assert_eq!(c.lag_seconds, 0.25);
         assert_eq!(c.last_commit_unix, Some(1_700_000_000.5));
+        assert_eq!(c.degraded.len(), 2, "causes of every worker");
         assert_eq!(combine(&[]), None);
         assert_eq!(
             combine(&[WorkerFigures::default()]).and_then(|f| f.last_commit_unix),

@@ -279,6 +279,17 @@ fn keep_claim_templates(desired: &mut StatefulSet, existing: Option<&StatefulSet
     differs
 }
 
+/// A problem the workers report through `sluice_worker_degraded` (the first cause, in
+/// the order of `DegradedCause`), for the Degraded condition.
+fn worker_problem(f: &Figures) -> Option<Problem> {
+    let first = f.degraded.iter().next()?;
+    let all: Vec<&str> = f.degraded.iter().map(|c| c.code()).collect();
+    Some(Problem::new(
+        first.condition_reason(),
+        format!("Workers report {}: {}", all.join(", "), first.advice()),
+    ))
+}
+
 /// Reads the workers' figures at most every SCRAPE_EVERY; never fails.
 async fn figures(ctx: &Context, ipl: &IngestPipeline, ns: &str) -> (Option<Figures>, Timestamp) {
     let k = key(ipl);
@@ -490,6 +501,9 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
     obs.generator = Rollout::of_deployment(&deployment);
     let (figs, figures_time) = figures(ctx, ipl, &ns).await;
     obs.figures = figs;
+    if obs.problem.is_none() {
+        obs.problem = obs.figures.as_ref().and_then(worker_problem);
+    }
     write_status(ctx, ipl, &ns, &obs, figures_time).await?;
 
     let settled = obs.workers.up_to_date
@@ -627,5 +641,25 @@ mod tests {
             .and_then(|r| r.get("storage"))
             .map(|q| q.0.clone());
         assert_eq!(kept.as_deref(), Some("1Gi"));
+    }
+}
+
+#[cfg(test)]
+mod worker_problem_tests {
+    use super::*;
+    use sluice_core::metric_names::DegradedCause;
+
+    #[test]
+    fn a_worker_degraded_cause_becomes_the_degraded_reason() {
+        let mut f = Figures::default();
+        assert_eq!(worker_problem(&f), None);
+        f.degraded = [DegradedCause::PermissionDenied, DegradedCause::LockTimeout].into();
+        let p = worker_problem(&f).expect("problem");
+        assert_eq!(p.reason, "WorkerLockTimeout");
+        assert!(
+            p.message.contains("lock_timeout, permission_denied"),
+            "{}",
+            p.message
+        );
     }
 }

@@ -480,6 +480,7 @@ mod tests {
             backlog_files: 2,
             lag_seconds: 0.12345,
             last_commit_unix: Some(1_700_000_000.5),
+            ..Figures::default()
         });
         let s = compute(None, &obs, t(0));
         assert_eq!(s.rows_loaded, Some(100));

@@ -29,10 +29,11 @@ use std::os::unix::fs::{MetadataExt as _, chown};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::bins::find_in_path;
+use crate::procs::send_signal;
 use thiserror::Error;
 use tokio_postgres::{Client, NoTls};
 
@@ -341,6 +342,9 @@ pub struct PgCluster {
     run_as: RunAs,
     options: PgOptions,
     reaper: Option<Reaper>,
+    /// Set while [`PgCluster::freeze`] holds the server stopped, so that dropping the
+    /// cluster thaws it first (a stopped postmaster would not act on `pg_ctl stop`).
+    frozen: AtomicBool,
 }
 
 impl PgCluster {
@@ -374,6 +378,7 @@ impl PgCluster {
             run_as,
             options,
             reaper: None,
+            frozen: AtomicBool::new(false),
         };
         // From here on, dropping `cluster` (on any error below) cleans everything up.
         cluster.spawn_reaper()?;
@@ -721,10 +726,124 @@ impl PgCluster {
     pub fn start_again(&self) -> Result<()> {
         self.pg_ctl_start()
     }
+
+    /// The postmaster's process id (first line of `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> Result<u32> {
+        let path = self.data.join("postmaster.pid");
+        let text =
+            fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| PgError::Io {
+                what: format!("reading {}", path.display()),
+                source: io::Error::other(format!("no process id on its first line: {text:?}")),
+            })
+    }
+
+    /// The postmaster and all its child processes (backends, checkpointer, WAL writer...;
+    /// found through the parent pid in `/proc/<pid>/stat`).
+    pub fn server_pids(&self) -> Result<Vec<u32>> {
+        let postmaster = self.postmaster_pid()?;
+        let mut pids = vec![postmaster];
+        pids.extend(children_of(postmaster));
+        Ok(pids)
+    }
+
+    /// Freezes the server like a paused VM: SIGSTOP to the postmaster, then to every
+    /// child. Sockets stay open and the kernel keeps acknowledging TCP, but no query is
+    /// answered and no lock is released until [`PgCluster::thaw`]. The postmaster is
+    /// stopped first so that it forks no new child after the children were listed.
+    /// Dropping the cluster thaws it.
+    pub fn freeze(&self) -> Result<()> {
+        let postmaster = self.postmaster_pid()?;
+        self.frozen.store(true, Ordering::SeqCst);
+        send_signal(postmaster, libc::SIGSTOP);
+        // Twice: a child forked just before the postmaster stopped shows up on the second
+        // listing at the latest.
+        for _ in 0..2 {
+            for pid in children_of(postmaster) {
+                send_signal(pid, libc::SIGSTOP);
+            }
+        }
+        // The signal is delivered asynchronously: return once every process shows as
+        // stopped, so that the caller's next step really meets a frozen server.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut pids = children_of(postmaster);
+        pids.push(postmaster);
+        while pids
+            .iter()
+            .any(|p| process_state(*p).is_some_and(|s| s != 'T' && s != 't'))
+        {
+            if Instant::now() > deadline {
+                return Err(PgError::Io {
+                    what: "freezing the PostgreSQL server".into(),
+                    source: io::Error::other("processes not stopped 5 s after SIGSTOP"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// SIGCONT to the children and the postmaster after [`PgCluster::freeze`].
+    pub fn thaw(&self) -> Result<()> {
+        let postmaster = self.postmaster_pid()?;
+        for pid in children_of(postmaster) {
+            send_signal(pid, libc::SIGCONT);
+        }
+        send_signal(postmaster, libc::SIGCONT);
+        self.frozen.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether the server is frozen by [`PgCluster::freeze`].
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::SeqCst)
+    }
+}
+
+/// Processes whose parent is `parent` (from `/proc/<pid>/stat`; the command name in
+/// parentheses may hold spaces, so fields are counted after its closing parenthesis).
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = fs::read_to_string(entry.path().join("stat")).ok()?;
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            // Fields after the name: state, ppid, ...
+            let ppid: u32 = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
+/// A process's state letter (`R`, `S`, `T` = stopped, ...) from `/proc/<pid>/stat`;
+/// `None` once it is gone.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// The uid and gid of a local user (`getent passwd`), e.g. to run a process as
+/// `postgres` when the tests run as root.
+pub fn user_ids(name: &str) -> Result<(u32, u32)> {
+    lookup_user(name)
 }
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        // A stopped postmaster would not act on the reaper's `pg_ctl stop`.
+        if self.is_frozen() {
+            let _ = self.thaw();
+        }
         // Closing the pipe tells the reaper to stop the server and remove the directory.
         if let Some(mut reaper) = self.reaper.take() {
             drop(reaper.stdin.take());
@@ -785,6 +904,16 @@ impl TestDb {
     /// Opens a connection; its task is spawned on the current tokio runtime.
     pub async fn connect(&self) -> Result<Client> {
         connect(&self.conn_string).await
+    }
+
+    /// URL of this database for another role:
+    /// `postgres://<user>:<password>@127.0.0.1:<port>/<name>` (the test cluster trusts
+    /// every local connection, so the password is only there for realism).
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!(
+            "postgres://{user}:{password}@{HOST}:{}/{}",
+            self.port, self.name
+        )
     }
 }
 

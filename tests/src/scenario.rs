@@ -107,3 +107,28 @@ pub async fn wait_settled(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until nothing is left over ([`verify::check_no_leftovers`] and
+/// [`verify::check_landing_drained`] both pass): right after [`wait_settled`] a worker may
+/// still be recording a commit (its plan not yet deleted). Fails with the last finding.
+pub async fn wait_no_leftovers(
+    client: &tokio_postgres::Client,
+    landing: &Path,
+    checkpoint_dirs: &[PathBuf],
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let found = match verify::check_no_leftovers(client, checkpoint_dirs).await {
+            Ok(()) => verify::check_landing_drained(landing),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("still left over after {timeout:?}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}

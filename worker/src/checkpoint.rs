@@ -175,6 +175,13 @@ impl Checkpoint {
         self.remove_plan(plan.batch_id)
     }
 
+    /// Forgets the last committed batch after the database was found without it
+    /// (restore behind the checkpoint), so that the next start does not report it again.
+    pub fn forget_last_commit(&mut self) -> Result<(), CheckpointError> {
+        self.state.last_committed_batch = None;
+        self.write_state()
+    }
+
     /// Forgets a plan without a commit (its files were all taken by other workers).
     pub fn remove_plan(&self, batch_id: Uuid) -> Result<(), CheckpointError> {
         Checkpoint::remove_plan_at(&self.dir, batch_id)

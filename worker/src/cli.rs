@@ -73,6 +73,11 @@ pub struct Args {
     /// Pipeline config file (JSON, as written by the operator); flags override it.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The pipeline this worker belongs to: its files, claims and batches are kept apart
+    /// in the ledger from other pipelines sharing the database. Default: the config
+    /// file's, else "default".
+    #[arg(long, env = "SLUICE_PIPELINE")]
+    pub pipeline: Option<String>,
     /// Most files per batch.
     #[arg(long)]
     pub max_files: Option<u64>,
@@ -94,13 +99,29 @@ pub struct Args {
     /// Skip rows whose event_id is already stored (adds a unique index on event_id).
     #[arg(long)]
     pub dedupe: bool,
+    /// Load a file whose content is identical to one already loaded under another name
+    /// (by default it is recorded as a re-delivery and not loaded again).
+    #[arg(long)]
+    pub load_redeliveries: bool,
+    /// Files larger than --max-bytes are streamed in parts of about this many bytes,
+    /// one transaction each (memory stays bounded; a restart resumes at the last part).
+    #[arg(long)]
+    pub part_bytes: Option<u64>,
+    /// Rows longer than this many bytes are quarantined as row_too_long.
+    #[arg(long)]
+    pub max_row_bytes: Option<u64>,
+    /// /healthz fails when a loop of the worker is stuck in one step for this long.
+    #[arg(long)]
+    pub liveness_timeout_seconds: Option<u64>,
     /// Reject rows whose event_time is more than this many seconds in the future.
     #[arg(long)]
     pub future_tolerance_seconds: Option<u64>,
     /// Interval of the directory listing that backs up inotify, in milliseconds.
     #[arg(long)]
     pub poll_interval_ms: Option<u64>,
-    /// Take over claims that their worker has not renewed for this many seconds.
+    /// Take over claims that their worker has not renewed for this many seconds. Also
+    /// the database session's statement, lock and idle-in-transaction timeouts, so a
+    /// frozen worker's transaction ends within this time.
     #[arg(long)]
     pub claim_timeout_seconds: Option<u64>,
     /// On SIGTERM, give the batch in flight this many seconds to finish.
@@ -170,6 +191,18 @@ impl Args {
         if self.dedupe {
             w.dedupe_by_event_id = true;
         }
+        if self.load_redeliveries {
+            w.load_redeliveries = true;
+        }
+        if let Some(v) = self.part_bytes {
+            w.part_bytes = v;
+        }
+        if let Some(v) = self.max_row_bytes {
+            w.max_row_bytes = v;
+        }
+        if let Some(v) = self.liveness_timeout_seconds {
+            w.liveness_timeout_seconds = v;
+        }
         if let Some(v) = self.future_tolerance_seconds {
             w.future_tolerance_seconds = v;
         }
@@ -182,8 +215,10 @@ impl Args {
         if let Some(v) = self.shutdown_grace_seconds {
             w.shutdown_grace_seconds = v;
         }
-        pipeline.worker.validate()?;
-        pipeline.tables.validate()?;
+        if let Some(id) = self.pipeline {
+            pipeline.pipeline = id;
+        }
+        pipeline.validate_for_worker()?;
         let sslmode = self.sslmode.map(|m| match m {
             SslModeArg::Disable => SslMode::Disable,
             SslModeArg::Prefer => SslMode::Prefer,
@@ -210,6 +245,7 @@ impl Args {
             return Err(CliError::WorkerId(worker_id));
         }
         Ok(Settings {
+            pipeline: pipeline.pipeline,
             worker_id,
             landing_dir: self.landing_dir,
             checkpoint_dir: self.checkpoint_dir,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use sluice_core::config::SslMode;
+use sluice_core::metric_names::DegradedCause;
 use thiserror::Error;
 use tokio_postgres::Client;
 use tokio_postgres::config::SslMode as PgSslMode;
@@ -57,7 +58,15 @@ pub struct DbSettings {
     config: tokio_postgres::Config,
     sslmode: SslMode,
     root_cert: Option<PathBuf>,
+    /// statement_timeout, lock_timeout and idle_in_transaction_session_timeout of every
+    /// session: bounds how long a frozen worker's transaction can hold its locks.
+    session_timeout: Duration,
 }
+
+const KEEPALIVE_IDLE_SECS: u64 = 5;
+const KEEPALIVE_INTERVAL_SECS: u64 = 2;
+const KEEPALIVE_PROBES: u32 = 3;
+const TCP_USER_TIMEOUT_SECS: u64 = 10;
 
 impl std::fmt::Debug for DbSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,12 +184,45 @@ impl DbSettings {
         });
         config.application_name("sluice-worker");
         config.connect_timeout(Duration::from_secs(10));
-        config.keepalives_idle(Duration::from_secs(30));
+        // A peer that vanished (dead node, partition) is noticed in ~11 s by the client.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(KEEPALIVE_IDLE_SECS));
+        config.keepalives_interval(Duration::from_secs(KEEPALIVE_INTERVAL_SECS));
+        config.keepalives_retries(KEEPALIVE_PROBES);
+        config.tcp_user_timeout(Duration::from_secs(TCP_USER_TIMEOUT_SECS));
         Ok(DbSettings {
             config,
             sslmode,
             root_cert,
+            session_timeout: Duration::from_secs(30),
         })
+    }
+
+    /// Sets the per-session timeouts (normally the claim timeout), see
+    /// docs/delivery-guarantee.md, "Frozen peers".
+    pub fn with_session_timeout(mut self, timeout: Duration) -> DbSettings {
+        self.session_timeout = timeout.max(Duration::from_secs(1));
+        self
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        self.session_timeout
+    }
+
+    /// The SET statements every session runs first. The server-side keepalives and
+    /// tcp_user_timeout end the session of a peer whose host vanished; the timeouts end
+    /// the transaction of a peer that stopped (SIGSTOP, paused VM) while holding locks.
+    fn session_setup(&self) -> String {
+        let ms = self.session_timeout.as_millis();
+        format!(
+            "SET statement_timeout = {ms}; SET lock_timeout = {ms}; \
+             SET idle_in_transaction_session_timeout = {ms}; \
+             SET tcp_keepalives_idle = {KEEPALIVE_IDLE_SECS}; \
+             SET tcp_keepalives_interval = {KEEPALIVE_INTERVAL_SECS}; \
+             SET tcp_keepalives_count = {KEEPALIVE_PROBES}; \
+             SET tcp_user_timeout = {}",
+            TCP_USER_TIMEOUT_SECS * 1000
+        )
     }
 
     /// `user@host:port/dbname (sslmode)`, for logs; never the password.
@@ -206,8 +248,21 @@ impl DbSettings {
         )
     }
 
-    /// Opens one connection; its driver task runs in the background until it breaks.
+    /// Opens one connection with the session settings applied; its driver task runs in
+    /// the background until it breaks.
     pub async fn connect(&self) -> Result<Client, DbError> {
+        let client = self.connect_raw().await?;
+        client
+            .batch_execute(&self.session_setup())
+            .await
+            .map_err(|source| DbError::Connect {
+                target: self.describe(),
+                source,
+            })?;
+        Ok(client)
+    }
+
+    async fn connect_raw(&self) -> Result<Client, DbError> {
         let target = self.describe();
         let map = |source| DbError::Connect {
             target: target.clone(),
@@ -302,6 +357,49 @@ pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     text
 }
 
+/// What an error from PostgreSQL means for the file being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The connection or server went away (or a deadlock/serialization failure): retry
+    /// on a new connection at once, with backoff.
+    Connection,
+    /// Caused by the rows' content (SQLSTATE classes 22 and 23): the only kind of error
+    /// that may fail a file.
+    Data,
+    /// Not about the data and not going away by reconnecting at once: retry with
+    /// backoff, report the cause, leave the ledger untouched.
+    Environment(DegradedCause),
+}
+
+/// Sorts an error into [`ErrorClass`]. Unknown SQLSTATEs are environment errors: a file
+/// is only failed for a reason that certainly lies in its content.
+pub fn classify(e: &tokio_postgres::Error) -> ErrorClass {
+    match e.code() {
+        Some(code) if !e.is_closed() => classify_sqlstate(code.code()),
+        _ => ErrorClass::Connection,
+    }
+}
+
+/// [`classify`] by SQLSTATE.
+pub fn classify_sqlstate(c: &str) -> ErrorClass {
+    if c.starts_with("22") || c.starts_with("23") {
+        return ErrorClass::Data;
+    }
+    if c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01" || c == "53300" {
+        return ErrorClass::Connection;
+    }
+    ErrorClass::Environment(match c {
+        "55P03" => DegradedCause::LockTimeout,
+        "57014" => DegradedCause::StatementTimeout,
+        "53100" => DegradedCause::DiskFull,
+        "53200" => DegradedCause::OutOfMemory,
+        "42501" => DegradedCause::PermissionDenied,
+        "42P01" | "3F000" => DegradedCause::TableMissing,
+        "42703" | "42804" | "42P10" => DegradedCause::TableChanged,
+        _ => DegradedCause::DatabaseError,
+    })
+}
+
 /// True for errors after which the same work can simply be retried on a new connection
 /// or a new transaction (connection loss, server restart, deadlock, serialization).
 pub fn is_transient(e: &tokio_postgres::Error) -> bool {
@@ -361,6 +459,55 @@ mod tests {
         // PGSSLROOTCERT could be set in the environment of whoever runs the tests.
         if std::env::var_os("PGSSLROOTCERT").is_none() {
             assert!(matches!(err, Err(DbError::MissingRootCert)));
+        }
+    }
+
+    #[test]
+    fn only_data_errors_can_fail_a_file() {
+        use DegradedCause::*;
+        assert_eq!(classify_sqlstate("22P02"), ErrorClass::Data); // invalid text
+        assert_eq!(classify_sqlstate("23514"), ErrorClass::Data); // check violation
+        assert_eq!(classify_sqlstate("23505"), ErrorClass::Data); // unique violation
+        assert_eq!(classify_sqlstate("08006"), ErrorClass::Connection);
+        assert_eq!(classify_sqlstate("57P01"), ErrorClass::Connection);
+        assert_eq!(classify_sqlstate("40P01"), ErrorClass::Connection);
+        for (code, cause) in [
+            ("55P03", LockTimeout),
+            ("57014", StatementTimeout),
+            ("53100", DiskFull),
+            ("53200", OutOfMemory),
+            ("42501", PermissionDenied),
+            ("42P01", TableMissing),
+            ("42703", TableChanged),
+            ("XX000", DatabaseError),
+            ("25P02", DatabaseError),
+        ] {
+            assert_eq!(
+                classify_sqlstate(code),
+                ErrorClass::Environment(cause),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn session_setup_bounds_every_wait_by_the_session_timeout() {
+        let s = DbSettings::resolve(
+            Some("postgres://u@h/db".into()),
+            Some(SslMode::Disable),
+            None,
+        )
+        .expect("settings")
+        .with_session_timeout(Duration::from_secs(3));
+        let sql = s.session_setup();
+        for want in [
+            "statement_timeout = 3000",
+            "lock_timeout = 3000",
+            "idle_in_transaction_session_timeout = 3000",
+            "tcp_keepalives_idle = 5",
+            "tcp_user_timeout = 10000",
+        ] {
+            assert!(sql.contains(want), "{want} missing from {sql}");
         }
     }
 

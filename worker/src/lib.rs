@@ -2,17 +2,31 @@
 //! and commits each batch to PostgreSQL exactly once (docs/delivery-guarantee.md).
 //!
 //! Pure logic (`batch`, `validate`, `checkpoint` file format) is kept apart from I/O
-//! (`source`, `landing`, `ledger`, `db`, `pipeline`).
+//! (`source`, `landing`, `reader`, `ledger`, `db`, `planner`, `committer`, `recovery`, `pipeline`).
 
 pub mod batch;
+pub mod batch_commit;
 pub mod checkpoint;
 pub mod cli;
+pub mod committer;
+pub mod copy_text;
 pub mod db;
+pub mod dbconn;
 pub mod landing;
 pub mod ledger;
 pub mod metrics;
 pub mod migrate;
+pub mod part_commit;
 pub mod pipeline;
+pub mod planner;
+pub mod progress;
+pub mod reader;
+pub mod records;
+pub mod recovery;
+pub mod retry;
+pub mod settle;
+pub mod shared;
 pub mod source;
+pub mod tables;
 pub mod tls;
 pub mod validate;

@@ -1,10 +1,12 @@
 //! The worker's Prometheus metrics (catalogue: docs/metrics.md).
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use sluice_core::RejectReason;
+use sluice_core::metric_names::{self as names, DegradedCause};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -26,6 +28,13 @@ pub struct Metrics {
     pub db_up: IntGauge,
     pub checkpoint_write: Histogram,
     pub after_commit_errors: IntCounter,
+    pub degraded: IntGaugeVec,
+    pub redelivered_files: IntCounter,
+    pub claims_taken_over: IntCounter,
+    pub file_parts: IntCounter,
+    pub read_retries: IntCounter,
+    pub unsettled_files: IntGauge,
+    pub reingested_files: IntCounter,
 }
 
 fn buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
@@ -37,7 +46,7 @@ impl Metrics {
         let secs = buckets(0.0005, 2.0, 16); // 0.5 ms .. ~16 s
         let m = Metrics {
             rows: IntCounterVec::new(
-                Opts::new("sluice_worker_rows_total", "Rows processed, by outcome (loaded, rejected, deduplicated)."),
+                Opts::new(names::ROWS_TOTAL, "Rows processed, by outcome (loaded, rejected, deduplicated)."),
                 &["outcome"],
             )?,
             rejected_rows: IntCounterVec::new(
@@ -47,7 +56,7 @@ impl Metrics {
             files: IntCounterVec::new(
                 Opts::new(
                     "sluice_worker_files_total",
-                    "Landing files settled by this worker, by outcome (loaded, failed, skipped = already committed by another worker).",
+                    "Landing files settled by this worker, by outcome (loaded, failed, redelivered = same content as an earlier file, skipped = already committed by another worker).",
                 ),
                 &["outcome"],
             )?,
@@ -92,14 +101,14 @@ impl Metrics {
                 )
                 .buckets(secs.clone()),
             )?,
-            backlog_files: IntGauge::new("sluice_worker_backlog_files", "Landing files not yet committed, as last listed.")?,
+            backlog_files: IntGauge::new(names::BACKLOG_FILES, "Landing files not yet committed, as last listed.")?,
             backlog_bytes: IntGauge::new("sluice_worker_backlog_bytes", "Bytes of landing files not yet committed.")?,
             lag_seconds: prometheus::Gauge::new(
-                "sluice_worker_lag_seconds",
+                names::LAG_SECONDS,
                 "Age of the oldest landing file not yet committed (0 when the backlog is empty).",
             )?,
             last_commit: prometheus::Gauge::new(
-                "sluice_worker_last_commit_timestamp_seconds",
+                names::LAST_COMMIT_TIMESTAMP,
                 "Unix time of this worker's last committed batch.",
             )?,
             db_errors: IntCounterVec::new(
@@ -116,9 +125,50 @@ impl Metrics {
             )?,
             after_commit_errors: IntCounter::new(
                 "sluice_worker_after_commit_errors_total",
-                "Failures to archive, delete or set aside a committed file (retried on the next listing).",
+                "Failures to archive, delete or set aside a committed file (each retried with backoff).",
+            )?,
+            degraded: IntGaugeVec::new(
+                Opts::new(
+                    names::DEGRADED,
+                    "1 while a problem that is not about a file's content keeps the worker from progressing or makes results suspect, by cause.",
+                ),
+                &["cause"],
+            )?,
+            redelivered_files: IntCounter::new(
+                "sluice_worker_redelivered_files_total",
+                "Files whose content was already recorded under another name: recorded as re-deliveries, not loaded again.",
+            )?,
+            claims_taken_over: IntCounter::new(
+                "sluice_worker_claims_taken_over_total",
+                "Claims taken from another worker that had stopped renewing them.",
+            )?,
+            file_parts: IntCounter::new(
+                "sluice_worker_file_parts_total",
+                "Parts of large files committed (one transaction each).",
+            )?,
+            read_retries: IntCounter::new(
+                "sluice_worker_read_retries_total",
+                "Transient errors reading a landing file (EIO, ESTALE, EACCES…), retried before giving up.",
+            )?,
+            unsettled_files: IntGauge::new(
+                "sluice_worker_unsettled_files",
+                "Committed files that could not be archived, deleted or set aside yet (retried with backoff).",
+            )?,
+            reingested_files: IntCounter::new(
+                "sluice_worker_reingested_files_total",
+                "Archived files put back into the landing directory because the database no longer knew them (restore behind the checkpoint).",
             )?,
         };
+        registry.register(Box::new(m.degraded.clone()))?;
+        registry.register(Box::new(m.redelivered_files.clone()))?;
+        registry.register(Box::new(m.claims_taken_over.clone()))?;
+        registry.register(Box::new(m.file_parts.clone()))?;
+        registry.register(Box::new(m.read_retries.clone()))?;
+        registry.register(Box::new(m.unsettled_files.clone()))?;
+        registry.register(Box::new(m.reingested_files.clone()))?;
+        for cause in DegradedCause::ALL {
+            m.degraded.with_label_values(&[cause.code()]);
+        }
         registry.register(Box::new(m.after_commit_errors.clone()))?;
         registry.register(Box::new(m.rows.clone()))?;
         registry.register(Box::new(m.rejected_rows.clone()))?;
@@ -144,13 +194,20 @@ impl Metrics {
         for reason in RejectReason::ALL {
             m.rejected_rows.with_label_values(&[reason.code()]);
         }
-        for outcome in ["loaded", "failed", "skipped"] {
+        for outcome in ["loaded", "failed", "skipped", "redelivered"] {
             m.files.with_label_values(&[outcome]);
         }
         for outcome in ["committed", "replayed", "recovered", "empty"] {
             m.batches.with_label_values(&[outcome]);
         }
-        for op in ["connect", "migrate", "claim", "commit", "lookup"] {
+        for op in [
+            "connect",
+            "migrate",
+            "claim",
+            "commit",
+            "lookup",
+            "heartbeat",
+        ] {
             m.db_errors.with_label_values(&[op]);
         }
         for phase in ["copy", "commit"] {

@@ -9,17 +9,18 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use sluice_core::landing::{ARCHIVE_DIR, FAILED_DIR};
 use tokio::sync::Notify;
 
 use crate::batch::Candidate;
 
-/// Landing files are `*.csv` at the top level; names starting with `.` are writers'
-/// temporary files and are never read.
-pub fn is_landing_file_name(name: &str) -> bool {
-    !name.starts_with('.') && name.ends_with(".csv") && name.len() > 4
-}
+/// The rule for landing file names lives in `sluice_core::landing` (shared with the
+/// generator); re-exported here for the worker's callers.
+pub use sluice_core::landing::is_landing_file_name;
 
-/// Lists the landing files, oldest first (by modification time, then name).
+/// Lists the landing files, oldest first (by modification time, then name). Only regular
+/// files count: the entry's metadata is an lstat (it does not follow symbolic links), so
+/// a symlink named `*.csv` is left alone like a directory.
 pub fn list_landing(dir: &Path) -> io::Result<Vec<Candidate>> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -35,6 +36,7 @@ pub fn list_landing(dir: &Path) -> io::Result<Vec<Candidate>> {
             _ => continue,
         };
         // A file can vanish between listing and stat (archived by another worker).
+        // `DirEntry::metadata` does not follow symbolic links.
         let meta = match entry.metadata() {
             Ok(m) if m.is_file() => m,
             _ => continue,
@@ -107,10 +109,10 @@ impl LandingDirs {
         self.landing.join(name)
     }
     pub fn archive(&self) -> PathBuf {
-        self.landing.join("archive")
+        self.landing.join(ARCHIVE_DIR)
     }
     pub fn failed(&self) -> PathBuf {
-        self.landing.join("failed")
+        self.landing.join(FAILED_DIR)
     }
 }
 
@@ -129,12 +131,14 @@ mod tests {
     }
 
     #[test]
-    fn listing_skips_temp_files_and_subdirectories() {
+    fn listing_skips_temp_files_subdirectories_and_symlinks() {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("b.csv"), b"12345").expect("write");
         fs::write(dir.path().join(".a.csv.tmp"), b"x").expect("write");
         fs::create_dir(dir.path().join("archive.csv")).expect("mkdir");
         fs::write(dir.path().join("readme.txt"), b"x").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("b.csv"), dir.path().join("c.csv"))
+            .expect("symlink");
         let files = list_landing(dir.path()).expect("list");
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].name, "b.csv");
