@@ -49,4 +49,5 @@ COMMENT ON COLUMN quarantine.raw_bytes IS
     'The exact bytes of the row, without its line terminator (from migration V3 on, for every row; before, only for rows that were not valid UTF-8).';
 COMMENT ON COLUMN quarantine.raw_line IS
     'The row as text, for reading: decoded as UTF-8 with invalid sequences and NUL bytes replaced by U+FFFD; raw_bytes holds the exact bytes.';
+COMMENT ON COLUMN quarantine.pipeline IS 'The pipeline (ledger namespace) whose worker rejected the row.';
 COMMENT ON COLUMN quarantine.source_sha256 IS 'SHA-256 of the source file (a reused file name is a different file).';

@@ -99,11 +99,13 @@ async fn fresh_database_gets_all_tables_with_the_documented_columns() -> anyhow:
             col("raw_bytes", "bytea", true, None),
             col("batch_id", "uuid", true, None),
             col("quarantined_at", "timestamp with time zone", false, None),
+            col("pipeline", "text", false, None),
+            col("source_sha256", "bytea", false, None),
         ]
     );
 
     // No index on events by default (COPY throughput); quarantine has its key and the
-    // (source_file, line_number) uniqueness.
+    // (pipeline, source_file, source_sha256, line_number) uniqueness.
     let index_count = |table: &'static str| {
         let client = &client;
         async move {

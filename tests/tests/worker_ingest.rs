@@ -135,10 +135,16 @@ async fn dedupe_skips_event_ids_already_stored() {
         root.path(),
         "w-0",
         db.url(),
-        &["--dedupe", "--after-commit", "delete"],
+        &[
+            "--dedupe",
+            "--after-commit",
+            "delete",
+            "--load-redeliveries",
+        ],
     );
     let landing = s.landing.clone();
-    // The same content under a second name: every row is a duplicate.
+    // The same content under a second name (a re-delivery, loaded on purpose here):
+    // every row is a duplicate.
     let first = &data.manifest[0].file;
     std::fs::copy(data.staging.join(first), landing.join("copy-of-first.csv")).expect("copy");
     data.release(&landing, 0..2).expect("release");

@@ -109,6 +109,12 @@ impl Committer {
                 }
             }
             ErrorClass::Environment(cause) => {
+                if matches!(
+                    cause,
+                    DegradedCause::LockTimeout | DegradedCause::StatementTimeout
+                ) {
+                    self.end_frozen_peers().await;
+                }
                 let wait = backoff.next_wait();
                 self.shared
                     .set_degraded(cause, true, &describe_pg_error(&e));
@@ -119,6 +125,41 @@ impl Committer {
                     connection_lost: false,
                 }
             }
+        }
+    }
+
+    /// Ends the sessions of frozen peers. PostgreSQL does not apply statement_timeout
+    /// while a COPY waits for its client, so a worker stopped in the middle of a COPY
+    /// (SIGSTOP, a paused VM) would hold its locks forever. Every statement of a live
+    /// worker is bounded by the session timeout; a worker session still waiting for its
+    /// client in a statement older than twice that is frozen, and its claims have
+    /// expired: ending it rolls its transaction back (its work is retried by whoever
+    /// holds the claims, exactly once by the ledger).
+    async fn end_frozen_peers(&mut self) {
+        let timeout = self.shared.settings.db.session_timeout().as_secs_f64() * 2.0;
+        let Some(client) = self.db.current() else {
+            return;
+        };
+        let ended = client
+            .query(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'sluice-worker' AND pid <> pg_backend_pid()
+                   AND datname = current_database() AND state = 'active'
+                   AND wait_event = 'ClientRead'
+                   AND state_change < now() - make_interval(secs => $1::float8)",
+                &[&timeout],
+            )
+            .await;
+        match ended {
+            Ok(rows) if !rows.is_empty() => {
+                let pids: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+                tracing::warn!(
+                    ?pids,
+                    "ended the sessions of frozen workers that held locks mid-COPY"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "could not look for frozen workers"),
         }
     }
 

@@ -181,10 +181,9 @@ async fn heartbeat(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(period) => {}
             _ = shutdown.changed() => return,
         }
+        // Runs even without claims to renew: the round trip keeps /readyz truthful while
+        // the worker is idle.
         let names = shared.in_flight();
-        if names.is_empty() {
-            continue;
-        }
         if let Some((role, for_)) = shared
             .watchdog
             .stuck_longer_than(claim_timeout, Instant::now())
