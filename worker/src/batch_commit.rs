@@ -412,31 +412,50 @@ async fn write_rows(
         sink.finish().await?;
         return Ok(per_file);
     }
+    let stage = create_stage(tx, ctx).await?;
+    for (f, copy, valid) in &with_rows {
+        let sink = tx
+            .copy_in(&format!("COPY {stage} ({EVENT_COLUMNS}) FROM STDIN"))
+            .await?;
+        futures::pin_mut!(sink);
+        sink.send((*copy).clone()).await?;
+        sink.finish().await?;
+        let inserted = insert_from_stage(tx, ctx).await?;
+        per_file.insert(f.name.clone(), (inserted, valid - inserted.min(*valid)));
+    }
+    Ok(per_file)
+}
+
+/// The staging table of dedupe mode: rows are COPYed there, then inserted into the
+/// events table skipping event ids already stored. Returns its name.
+pub async fn create_stage(
+    tx: &Transaction<'_>,
+    ctx: &CommitContext,
+) -> Result<&'static str, tokio_postgres::Error> {
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
         ctx.tables.events
     ))
     .await?;
-    for (f, copy, valid) in &with_rows {
-        let sink = tx
-            .copy_in(&format!("COPY sluice_stage ({EVENT_COLUMNS}) FROM STDIN"))
-            .await?;
-        futures::pin_mut!(sink);
-        sink.send((*copy).clone()).await?;
-        sink.finish().await?;
-        let inserted = tx
-            .execute(
-                &format!(
-                    "INSERT INTO {} ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM sluice_stage ON CONFLICT (event_id) DO NOTHING",
-                    ctx.tables.events
-                ),
-                &[],
-            )
-            .await?;
-        tx.batch_execute("DELETE FROM sluice_stage").await?;
-        per_file.insert(f.name.clone(), (inserted, valid - inserted.min(*valid)));
-    }
-    Ok(per_file)
+    Ok("sluice_stage")
+}
+
+/// Moves the staged rows into the events table; returns how many were new.
+pub async fn insert_from_stage(
+    tx: &Transaction<'_>,
+    ctx: &CommitContext,
+) -> Result<u64, tokio_postgres::Error> {
+    let inserted = tx
+        .execute(
+            &format!(
+                "INSERT INTO {} ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM sluice_stage ON CONFLICT (event_id) DO NOTHING",
+                ctx.tables.events
+            ),
+            &[],
+        )
+        .await?;
+    tx.batch_execute("DELETE FROM sluice_stage").await?;
+    Ok(inserted)
 }
 
 /// Encodes the loading files' rejects as COPY text rows for the quarantine table.

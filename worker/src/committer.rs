@@ -32,17 +32,16 @@ mod large;
 /// Ledger reason of a file PostgreSQL refused although it passed validation.
 pub const DATABASE_REJECTED: &str = "database_rejected";
 
-/// Causes that a successful database round trip clears.
-const DATABASE_CAUSES: [DegradedCause; 8] = [
-    DegradedCause::LockTimeout,
-    DegradedCause::StatementTimeout,
-    DegradedCause::DiskFull,
-    DegradedCause::OutOfMemory,
-    DegradedCause::PermissionDenied,
-    DegradedCause::TableMissing,
-    DegradedCause::TableChanged,
-    DegradedCause::DatabaseError,
-];
+/// Causes that a successful database round trip clears (all but the checkpoint's and
+/// the landing directory's).
+fn is_database_cause(cause: DegradedCause) -> bool {
+    !matches!(
+        cause,
+        DegradedCause::CheckpointUnwritable
+            | DegradedCause::AfterCommitFailing
+            | DegradedCause::RestoredBehindCheckpoint
+    )
+}
 
 pub struct Committer {
     pub db: Db,
@@ -164,7 +163,10 @@ impl Committer {
     }
 
     pub(crate) fn database_ok(&self) {
-        for cause in DATABASE_CAUSES {
+        for cause in DegradedCause::ALL
+            .into_iter()
+            .filter(|c| is_database_cause(*c))
+        {
             if self.shared.is_degraded(cause) {
                 self.shared.set_degraded(cause, false, "");
             }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
-use crate::batch_commit::{CommitContext, EVENT_COLUMNS};
+use crate::batch_commit::{CommitContext, EVENT_COLUMNS, create_stage, insert_from_stage};
 use crate::copy_text::{QUARANTINE_COLUMNS, quarantine_row};
 use crate::ledger::{Digest, Outcome};
 use crate::validate::{ParseError, PartSummary, Position};
@@ -91,12 +91,7 @@ pub async fn commit_part(
     }
 
     let target = if ctx.dedupe {
-        tx.batch_execute(&format!(
-            "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-            ctx.tables.events
-        ))
-        .await?;
-        "sluice_stage".to_string()
+        create_stage(&tx, ctx).await?.to_string()
     } else {
         ctx.tables.events.clone()
     };
@@ -119,16 +114,7 @@ pub async fn commit_part(
     };
     sink.finish().await?;
     let (rows_loaded, rows_deduplicated) = if ctx.dedupe && summary.valid_rows > 0 {
-        let inserted = tx
-            .execute(
-                &format!(
-                    "INSERT INTO {} ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM sluice_stage ON CONFLICT (event_id) DO NOTHING",
-                    ctx.tables.events
-                ),
-                &[],
-            )
-            .await?;
-        tx.batch_execute("DELETE FROM sluice_stage").await?;
+        let inserted = insert_from_stage(&tx, ctx).await?;
         (
             inserted,
             summary.valid_rows - inserted.min(summary.valid_rows),
