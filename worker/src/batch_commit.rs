@@ -67,6 +67,9 @@ pub struct CommitSummary {
     pub settled: BTreeMap<String, Settlement>,
     /// For re-deliveries: the name the content was first recorded under.
     pub duplicate_of: BTreeMap<String, String>,
+    /// For files this batch recorded as failed: (reason, message). A file PostgreSQL
+    /// refused is failed here although its planned content was valid.
+    pub failures: BTreeMap<String, (String, String)>,
     pub rows_loaded: u64,
     pub rows_rejected: u64,
     pub rows_deduplicated: u64,
@@ -95,6 +98,7 @@ impl CommitSummary {
     pub fn absorb(&mut self, other: CommitSummary) {
         self.settled.extend(other.settled);
         self.duplicate_of.extend(other.duplicate_of);
+        self.failures.extend(other.failures);
         self.rows_loaded += other.rows_loaded;
         self.rows_rejected += other.rows_rejected;
         self.rows_deduplicated += other.rows_deduplicated;
@@ -129,6 +133,11 @@ pub async fn commit_batch(
             summary
                 .settled
                 .insert(f.name.clone(), Settlement::Owned(outcome_of(f)));
+            if let FileContent::Failed { reason, message } = &f.content {
+                summary
+                    .failures
+                    .insert(f.name.clone(), (reason.clone(), message.clone()));
+            }
             loading.push(f);
         } else {
             missing.push(f);

@@ -314,8 +314,10 @@ impl Committer {
             let Some(Settlement::Owned(outcome)) = summary.settled.get(&f.name) else {
                 continue;
             };
-            let failure = match (&f.content, outcome) {
-                (FileContent::Failed { reason, message }, Outcome::Failed) => {
+            // The summary's record, not the planned content: a file PostgreSQL refused
+            // was planned as valid.
+            let failure = match (summary.failures.get(&f.name), outcome) {
+                (Some((reason, message)), Outcome::Failed) => {
                     tracing::warn!(file = %f.name, %reason, %message, "file set aside");
                     Some((reason.as_str(), message.as_str()))
                 }
