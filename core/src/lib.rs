@@ -7,7 +7,9 @@ pub mod event;
 pub mod landing;
 pub mod metric_names;
 pub mod reject;
+pub mod schema;
 pub mod telemetry;
+pub mod values;
 
 pub use event::{Event, EventType, HEADER, HEADER_FIELDS};
 pub use reject::RejectReason;

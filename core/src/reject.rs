@@ -40,10 +40,16 @@ pub enum RejectReason {
     /// The row is longer than the worker's row size limit (`--max-row-bytes`); only its
     /// first bytes are kept as evidence.
     RowTooLong,
+    /// Declared schemas: a field is not written as its column's type.
+    BadValue,
+    /// Declared schemas: a value lies outside its type's range or the column's min/max.
+    OutOfRange,
+    /// Declared schemas: a value is not one of the column's allowed values.
+    NotAllowed,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 15] = [
+    pub const ALL: [RejectReason; 18] = [
         RejectReason::WrongColumnCount,
         RejectReason::InvalidUtf8,
         RejectReason::FieldTooLong,
@@ -59,6 +65,9 @@ impl RejectReason {
         RejectReason::NegativeQuantity,
         RejectReason::ZeroQuantity,
         RejectReason::RowTooLong,
+        RejectReason::BadValue,
+        RejectReason::OutOfRange,
+        RejectReason::NotAllowed,
     ];
 
     /// The stable machine-readable code.
@@ -79,6 +88,9 @@ impl RejectReason {
             RejectReason::NegativeQuantity => "negative_quantity",
             RejectReason::ZeroQuantity => "zero_quantity",
             RejectReason::RowTooLong => "row_too_long",
+            RejectReason::BadValue => "bad_value",
+            RejectReason::OutOfRange => "out_of_range",
+            RejectReason::NotAllowed => "not_allowed",
         }
     }
 
