@@ -37,6 +37,10 @@ pub struct GeneratorConfig {
     /// Share of deliberately bad rows, from 0.0 (none) to 1.0 (all).
     #[schemars(range(min = 0.0, max = 1.0))]
     pub bad_row_share: f64,
+    /// Share of messy but valid rows, 0.0 to 1.0: padded fields, odd-case event types
+    /// and categories, upper-case event ids. The worker's cleaning makes them valid; the
+    /// manifest lists them with their cleaned values (docs/generator.md).
+    pub messy_row_share: f64,
     /// Seed of the random generator: the same seed and options give byte-identical files.
     pub seed: u64,
     /// Stop after writing this many rows; unset runs until stopped.
@@ -64,6 +68,7 @@ impl Default for GeneratorConfig {
             rows_per_file: 10_000,
             seconds_per_file: 1.0,
             bad_row_share: 0.01,
+            messy_row_share: 0.0,
             seed: 1,
             total_rows: None,
             total_files: None,
@@ -81,11 +86,13 @@ impl GeneratorConfig {
         if self.rows_per_file == 0 {
             return Err(invalid("rowsPerFile", "must be at least 1"));
         }
-        if !(0.0..=1.0).contains(&self.bad_row_share) {
-            return Err(invalid(
-                "badRowShare",
-                format!("{} is outside 0.0..=1.0", self.bad_row_share),
-            ));
+        for (field, share) in [
+            ("badRowShare", self.bad_row_share),
+            ("messyRowShare", self.messy_row_share),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(invalid(field, format!("{share} is outside 0.0..=1.0")));
+            }
         }
         if !self.seconds_per_file.is_finite() || self.seconds_per_file < 0.0 {
             return Err(invalid("secondsPerFile", "must be a number ≥ 0"));
@@ -335,6 +342,10 @@ pub struct PipelineConfig {
     pub worker: WorkerConfig,
     pub tables: TableNames,
     pub sslmode: SslMode,
+    /// The target table's columns, cleaning and rules (see docs/schema.md). Unset: the
+    /// built-in e-commerce table named by `tables.events`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<crate::schema::TableSchema>,
 }
 
 /// The ledger namespace of a worker started without one.
@@ -348,6 +359,7 @@ impl Default for PipelineConfig {
             worker: WorkerConfig::default(),
             tables: TableNames::default(),
             sslmode: SslMode::default(),
+            schema: None,
         }
     }
 }
@@ -368,14 +380,45 @@ impl PipelineConfig {
     pub fn validate_for_worker(&self) -> Result<(), ConfigError> {
         validate_pipeline_id(&self.pipeline)?;
         self.worker.validate()?;
-        self.tables.validate()
+        self.tables.validate()?;
+        self.validate_schema()
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate_pipeline_id(&self.pipeline)?;
         self.generator.validate()?;
-        self.worker.validate()?;
-        self.tables.validate()
+        self.validate_for_worker()
+    }
+
+    fn validate_schema(&self) -> Result<(), ConfigError> {
+        let Some(schema) = &self.schema else {
+            return Ok(());
+        };
+        schema
+            .check()
+            .map_err(|e| invalid("schema", e.to_string()))?;
+        if schema.table == self.tables.quarantine {
+            return Err(invalid(
+                "schema.table",
+                "must differ from tables.quarantine",
+            ));
+        }
+        if self.worker.dedupe_by_event_id && schema.key.is_none() {
+            return Err(invalid(
+                "schema.key",
+                "dedupe (worker.dedupeByEventId) needs a key column: set schema.key",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The schema in force: the declared one, or the built-in e-commerce table.
+    pub fn effective_schema(&self) -> crate::schema::TableSchema {
+        self.schema.clone().unwrap_or_else(|| {
+            crate::schema::TableSchema::ecommerce(
+                &self.tables.events,
+                self.worker.future_tolerance_seconds,
+            )
+        })
     }
 }
 

@@ -10,6 +10,9 @@ pub const BACKLOG_FILES: &str = "sluice_worker_backlog_files";
 pub const LAG_SECONDS: &str = "sluice_worker_lag_seconds";
 /// Unix time of the worker's last committed batch.
 pub const LAST_COMMIT_TIMESTAMP: &str = "sluice_worker_last_commit_timestamp_seconds";
+/// Valid rows changed by cleaning before validation, by `column` and `rule` (trim,
+/// ignore_case, lowercase); counted when the row's file or part commits.
+pub const ROWS_CLEANED_TOTAL: &str = "sluice_rows_cleaned_total";
 /// 1 while a problem keeps the worker from making progress (or makes its results
 /// suspect), by `cause` (see [`DegradedCause`]).
 pub const DEGRADED: &str = "sluice_worker_degraded";
@@ -41,10 +44,12 @@ pub enum DegradedCause {
     /// The database no longer holds a batch this worker's checkpoint says committed
     /// (restore from backup, or a failover that lost commits).
     RestoredBehindCheckpoint,
+    /// The target table does not fit the pipeline's declared schema (`spec.schema`).
+    SchemaMismatch,
 }
 
 impl DegradedCause {
-    pub const ALL: [DegradedCause; 11] = [
+    pub const ALL: [DegradedCause; 12] = [
         DegradedCause::LockTimeout,
         DegradedCause::StatementTimeout,
         DegradedCause::DiskFull,
@@ -56,6 +61,7 @@ impl DegradedCause {
         DegradedCause::CheckpointUnwritable,
         DegradedCause::AfterCommitFailing,
         DegradedCause::RestoredBehindCheckpoint,
+        DegradedCause::SchemaMismatch,
     ];
 
     /// The `cause` label value.
@@ -72,6 +78,7 @@ impl DegradedCause {
             DegradedCause::CheckpointUnwritable => "checkpoint_unwritable",
             DegradedCause::AfterCommitFailing => "after_commit_failing",
             DegradedCause::RestoredBehindCheckpoint => "restored_behind_checkpoint",
+            DegradedCause::SchemaMismatch => "schema_mismatch",
         }
     }
 
@@ -93,6 +100,7 @@ impl DegradedCause {
             DegradedCause::CheckpointUnwritable => "CheckpointUnwritable",
             DegradedCause::AfterCommitFailing => "AfterCommitFailing",
             DegradedCause::RestoredBehindCheckpoint => "RestoredBehindCheckpoint",
+            DegradedCause::SchemaMismatch => "SchemaMismatch",
         }
     }
 
@@ -125,6 +133,9 @@ impl DegradedCause {
             }
             DegradedCause::RestoredBehindCheckpoint => {
                 "the database lost batches the workers had committed (restore or failover); archived files were put back for loading"
+            }
+            DegradedCause::SchemaMismatch => {
+                "the target table does not fit spec.schema; the worker log names the column and the fix"
             }
         }
     }

@@ -107,6 +107,15 @@ pub struct Args {
           value_parser = parse_share)]
     pub bad_row_share: Option<f64>,
 
+    /// Share of the valid rows written messy but valid, 0.0 to 1.0: padded session ids,
+    /// event types and categories in odd case and padded (` VIEW `, `Add_To_Cart`,
+    /// `  Books `), upper-case event ids. The worker cleans them and loads them
+    /// normalised; the manifest lists each with the value the worker must store.
+    /// [default: 0.0]
+    #[arg(long, env = "SLUICE_GENERATOR_MESSY_ROW_SHARE", value_name = "SHARE",
+          value_parser = parse_share)]
+    pub messy_row_share: Option<f64>,
+
     /// Random seed. The same seed, options and --start-time give byte-identical files.
     /// [default: 1]
     #[arg(long, env = "SLUICE_GENERATOR_SEED", value_name = "N")]
@@ -212,6 +221,7 @@ impl Args {
             rows_per_file,
             seconds_per_file,
             bad_row_share,
+            messy_row_share,
             seed,
             max_pending_files,
             max_pending_bytes,
@@ -317,6 +327,11 @@ mod tests {
         .expect("parse");
         assert_eq!(s.run.config.events_per_second, 0);
         assert_eq!(s.run.config.total_rows, Some(5));
+        assert_eq!(s.run.config.messy_row_share, 0.0);
+        let messy = parse(&["--messy-row-share", "0.03"]).expect("parse");
+        assert_eq!(messy.run.config.messy_row_share, 0.03);
+        let e = parse(&["--messy-row-share", "2"]).expect_err("must fail");
+        assert!(e.contains("0.0 to 1.0"), "{e}");
         assert_eq!(s.metrics_addr, MetricsAddr::Disabled);
         assert_eq!(
             s.run.start_time.map(|t| t.to_rfc3339()),

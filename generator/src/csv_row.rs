@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use sluice_core::event::{MAX_TEXT_FIELD_BYTES, write_timestamp};
 
 use crate::defects::DefectKind;
+use crate::messy::{MessyKind, MessyLine, rules_for};
 use crate::traffic::Row;
 
 /// What a `bad_timestamp` row carries in `event_time`.
@@ -96,6 +97,44 @@ impl RowEncoder {
             out.extend_from_slice(b",extra");
         }
         out.push(b'\n');
+    }
+
+    /// Appends `row` as one valid CSV line ending in `\n`, with the column of `kind`
+    /// written messily (varied by `bits`); returns the manifest's record of it (its
+    /// `line` is left 0 for the caller to fill in).
+    pub fn encode_messy(
+        &mut self,
+        out: &mut Vec<u8>,
+        row: &Row,
+        kind: MessyKind,
+        bits: u32,
+    ) -> MessyLine {
+        let mut clean = Vec::with_capacity(160);
+        self.encode(&mut clean, row, None);
+        clean.pop(); // the line end
+        // A valid generated line is plain CSV: no quotes, no commas inside values.
+        let text = String::from_utf8_lossy(&clean).into_owned();
+        let mut fields: Vec<String> = text.split(',').map(str::to_owned).collect();
+        let i = kind.column_index();
+        let cleaned = std::mem::take(&mut fields[i]);
+        let raw = kind.mess_up(&cleaned, bits);
+        fields[i].clone_from(&raw);
+        out.extend_from_slice(fields.join(",").as_bytes());
+        out.push(b'\n');
+        let event_id = if i == 0 {
+            cleaned.clone()
+        } else {
+            fields[0].clone()
+        };
+        MessyLine {
+            line: 0,
+            kind: kind.as_str(),
+            event_id,
+            column: kind.column(),
+            rules: rules_for(kind.column(), &raw, &cleaned),
+            raw,
+            cleaned,
+        }
     }
 
     /// RFC 3339 with milliseconds and `Z`, as `sluice_core::event::write_timestamp`.
@@ -241,6 +280,35 @@ mod tests {
                     assert!(fields[6].len() > MAX_TEXT_FIELD_BYTES)
                 }
             }
+        }
+    }
+
+    #[test]
+    fn messy_rows_differ_only_in_their_column() {
+        let mut enc = RowEncoder::new();
+        for (n, r) in rows(40).iter().enumerate() {
+            let kind = MessyKind::ALL[n % MessyKind::ALL.len()];
+            let (mut clean, mut messy) = (Vec::new(), Vec::new());
+            enc.encode(&mut clean, r, None);
+            let m = enc.encode_messy(&mut messy, r, kind, n as u32 * 37);
+            let clean = String::from_utf8(clean).expect("utf8");
+            let messy = String::from_utf8(messy).expect("utf8");
+            let (c, m_fields): (Vec<&str>, Vec<&str>) = (
+                clean.trim_end().split(',').collect(),
+                messy.trim_end_matches('\n').split(',').collect(),
+            );
+            assert_eq!(m_fields.len(), COLUMN_COUNT);
+            for i in 0..COLUMN_COUNT {
+                if i == kind.column_index() {
+                    assert_eq!(m_fields[i], m.raw);
+                    assert_eq!(c[i], m.cleaned);
+                    assert_ne!(m.raw, m.cleaned);
+                } else {
+                    assert_eq!(m_fields[i], c[i], "{kind:?} column {i}");
+                }
+            }
+            assert_eq!(m.event_id, c[0]);
+            assert!(!m.rules.is_empty());
         }
     }
 

@@ -74,6 +74,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         events_per_second = cfg.events_per_second,
         rows_per_file = cfg.rows_per_file,
         bad_row_share = cfg.bad_row_share,
+        messy_row_share = cfg.messy_row_share,
         seed = cfg.seed,
         start_time = ?opts.start_time,
         "generator starting"
@@ -90,6 +91,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         files = summary.files,
         rows = summary.rows,
         bad_rows = summary.bad_rows,
+        messy_rows = summary.messy_rows,
         bytes = summary.bytes,
         stopped_by_signal = summary.stopped,
         elapsed_seconds = summary.elapsed_seconds,

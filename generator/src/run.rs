@@ -16,6 +16,7 @@ use crate::catalogue::Catalogue;
 use crate::csv_row::RowEncoder;
 use crate::defects::DefectDraw;
 use crate::error::GeneratorError;
+use crate::messy::MessyDraw;
 use crate::metrics::Metrics;
 use crate::traffic::Traffic;
 use crate::writer::{FileStats, LandingFile, Manifest, remove_stale_temp_files};
@@ -53,6 +54,8 @@ pub struct Summary {
     pub files: u64,
     pub rows: u64,
     pub bad_rows: u64,
+    /// Messy-but-valid rows (counted among the valid rows, not the bad ones).
+    pub messy_rows: u64,
     pub bytes: u64,
     /// True when the run ended because `stop` was set.
     pub stopped: bool,
@@ -247,6 +250,7 @@ pub fn run(
         &mut rng,
     );
     let defects = DefectDraw::new(cfg.bad_row_share);
+    let messy = MessyDraw::new(cfg.messy_row_share);
     let mut encoder = RowEncoder::new();
     let mut clock = if follow_wall_clock {
         SimClock::wall(start_ns)
@@ -308,9 +312,24 @@ pub fn run(
 
         let row = traffic.next_row(&mut rng, clock.now_ns().div_euclid(1_000_000));
         let defect = defects.draw(&mut rng);
-        encoder.encode(file.buffer(), &row, defect);
+        let mess = match defect {
+            None => messy.draw(&mut rng),
+            Some(_) => None,
+        };
+        let messy_line = match mess {
+            None => {
+                encoder.encode(file.buffer(), &row, defect);
+                None
+            }
+            Some((kind, bits)) => {
+                Some((kind, encoder.encode_messy(file.buffer(), &row, kind, bits)))
+            }
+        };
         file.row_done()?;
         stats.record(defect);
+        if let Some((kind, line)) = messy_line {
+            stats.record_messy(kind, line);
+        }
         metrics.event_counter(row.event_type).inc();
         if let Some(kind) = defect {
             metrics.bad_rows[kind.index()].inc();
@@ -377,6 +396,7 @@ fn finish_file(
     metrics.bytes.inc_by(done.bytes);
     summary.files += 1;
     summary.bad_rows += stats.bad_rows();
+    summary.messy_rows += stats.messy_rows();
     summary.bytes += done.bytes;
     tracing::debug!(
         file = %done.name,
@@ -440,6 +460,73 @@ mod tests {
             manifest: Some(dir.join(".manifest.jsonl")),
             fsync: true,
         }
+    }
+
+    #[test]
+    fn messy_rows_are_valid_rows_listed_in_the_manifest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = opts(dir.path(), 1);
+        o.config.messy_row_share = 0.3;
+        let s = run(
+            &o,
+            &Metrics::new().expect("metrics"),
+            &AtomicBool::new(false),
+        )
+        .expect("run");
+        assert!(s.messy_rows > 200 && s.messy_rows < 400, "{s:?}");
+        let manifest = std::fs::read_to_string(dir.path().join(".manifest.jsonl")).expect("m");
+        let (mut messy, mut valid, mut rows, mut kinds) =
+            (0, 0, 0, std::collections::BTreeSet::new());
+        for entry in manifest.lines() {
+            let v: serde_json::Value = serde_json::from_str(entry).expect("json");
+            let bytes =
+                std::fs::read(dir.path().join(v["file"].as_str().expect("file"))).expect("read");
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let bad: Vec<u64> = v["bad_lines"]
+                .as_array()
+                .expect("bad lines")
+                .iter()
+                .map(|b| b[0].as_u64().expect("line"))
+                .collect();
+            for m in v["messy_lines"].as_array().into_iter().flatten() {
+                let line = m["line"].as_u64().expect("line");
+                assert!(!bad.contains(&line), "a messy line is not a bad line");
+                let fields: Vec<&str> = lines[line as usize - 1].split(',').collect();
+                let column = sluice_core::event::HEADER_FIELDS
+                    .iter()
+                    .position(|c| *c == m["column"].as_str().expect("column"))
+                    .expect("a column");
+                assert_eq!(fields[column], m["raw"].as_str().expect("raw"));
+                assert_eq!(
+                    fields[column].trim().to_ascii_lowercase(),
+                    m["cleaned"].as_str().expect("cleaned")
+                );
+                kinds.insert(m["kind"].as_str().expect("kind").to_owned());
+                messy += 1;
+            }
+            valid += v["valid_rows"].as_u64().expect("valid");
+            rows += v["rows"].as_u64().expect("rows");
+        }
+        assert_eq!(messy, s.messy_rows);
+        assert_eq!(rows - valid, s.bad_rows, "messy rows are counted as valid");
+        assert_eq!(kinds.len(), crate::messy::MessyKind::ALL.len());
+    }
+
+    #[test]
+    fn without_messy_rows_the_manifest_has_no_messy_fields() {
+        // (The messy draw takes no randomness at share 0, so the files are those of
+        // earlier versions: see messy::tests.)
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = opts(dir.path(), 1);
+        run(
+            &o,
+            &Metrics::new().expect("metrics"),
+            &AtomicBool::new(false),
+        )
+        .expect("run");
+        let manifest = std::fs::read_to_string(dir.path().join(".manifest.jsonl")).expect("m");
+        assert!(!manifest.contains("messy"), "{manifest}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use sluice_core::HEADER;
 
 use crate::defects::DefectKind;
 use crate::error::GeneratorError;
+use crate::messy::{MessyKind, MessyLine};
 
 /// Prefix of the temporary files this generator writes.
 pub const TEMP_PREFIX: &str = ".events-";
@@ -185,6 +186,13 @@ pub struct ManifestEntry {
     pub bad_rows: BTreeMap<&'static str, u64>,
     /// `[line, reason code]`, 1-based, the header being line 1.
     pub bad_lines: Vec<(u64, &'static str)>,
+    /// Messy-but-valid rows by kind (kinds that occurred only; counted in `valid_rows`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub messy_rows: BTreeMap<&'static str, u64>,
+    /// Each messy line: the column, the value written, the value the worker must store
+    /// and the cleaning rules it counts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub messy_lines: Vec<MessyLine>,
 }
 
 /// Per-file bookkeeping of bad rows, reused from file to file.
@@ -193,6 +201,8 @@ pub struct FileStats {
     pub rows: u64,
     pub bad_by_kind: [u64; DefectKind::ALL.len()],
     pub bad_lines: Vec<(u64, DefectKind)>,
+    pub messy_by_kind: [u64; MessyKind::ALL.len()],
+    pub messy_lines: Vec<MessyLine>,
 }
 
 impl FileStats {
@@ -200,6 +210,20 @@ impl FileStats {
         self.rows = 0;
         self.bad_by_kind = [0; DefectKind::ALL.len()];
         self.bad_lines.clear();
+        self.messy_by_kind = [0; MessyKind::ALL.len()];
+        self.messy_lines.clear();
+    }
+
+    /// Marks the row just recorded as messy.
+    pub fn record_messy(&mut self, kind: MessyKind, mut line: MessyLine) {
+        self.messy_by_kind[kind.index()] += 1;
+        // Line 1 is the header.
+        line.line = self.rows + 1;
+        self.messy_lines.push(line);
+    }
+
+    pub fn messy_rows(&self) -> u64 {
+        self.messy_lines.len() as u64
     }
 
     /// Records the next row.
@@ -231,6 +255,12 @@ impl FileStats {
                 .iter()
                 .map(|(line, kind)| (*line, kind.reject_reason().code()))
                 .collect(),
+            messy_rows: MessyKind::ALL
+                .into_iter()
+                .filter(|k| self.messy_by_kind[k.index()] > 0)
+                .map(|k| (k.as_str(), self.messy_by_kind[k.index()]))
+                .collect(),
+            messy_lines: self.messy_lines.clone(),
         }
     }
 }
@@ -319,6 +349,32 @@ mod tests {
         assert_eq!(
             json,
             r#"{"file":"f.csv","rows":3,"valid_rows":1,"bad_rows":{"non_utf8":2},"bad_lines":[[3,"invalid_utf8"],[4,"invalid_utf8"]]}"#
+        );
+    }
+
+    #[test]
+    fn manifest_entry_lists_messy_lines_as_valid_rows() {
+        let mut s = FileStats::default();
+        s.record(None);
+        s.record(None);
+        s.record_messy(
+            MessyKind::OddCaseEventType,
+            MessyLine {
+                line: 0,
+                kind: MessyKind::OddCaseEventType.as_str(),
+                event_id: "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".into(),
+                column: "event_type",
+                raw: " VIEW ".into(),
+                cleaned: "view".into(),
+                rules: vec!["trim", "ignore_case"],
+            },
+        );
+        let e = s.entry("f.csv".into());
+        assert_eq!((e.rows, e.valid_rows), (2, 2));
+        let json = serde_json::to_string(&e).expect("json");
+        assert_eq!(
+            json,
+            r#"{"file":"f.csv","rows":2,"valid_rows":2,"bad_rows":{},"bad_lines":[],"messy_rows":{"odd_case_event_type":1},"messy_lines":[{"line":3,"kind":"odd_case_event_type","event_id":"0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d","column":"event_type","raw":" VIEW ","cleaned":"view","rules":["trim","ignore_case"]}]}"#
         );
     }
 }

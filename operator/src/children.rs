@@ -128,6 +128,7 @@ pub fn pipeline_config(ipl: &IngestPipeline) -> PipelineConfig {
         worker: ipl.spec.worker.config.clone(),
         tables: ipl.spec.postgres.tables.clone(),
         sslmode: ipl.spec.postgres.sslmode,
+        schema: ipl.spec.schema.clone(),
     }
 }
 

@@ -84,6 +84,11 @@ pub struct IngestPipelineSpec {
     pub checkpoints: CheckpointSpec,
     /// Where the rows go.
     pub postgres: PostgresSpec,
+    /// The target table: its columns, their types, the cleaning applied before
+    /// validation, and the rules each value must meet (docs/schema.md). Unset: the
+    /// built-in e-commerce `events` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<sluice_core::schema::TableSchema>,
     /// Container images of the pods.
     #[serde(default)]
     pub images: ImagesSpec,

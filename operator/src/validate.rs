@@ -45,6 +45,14 @@ pub fn validate(ipl: &IngestPipeline) -> Result<(), String> {
         .tables
         .validate()
         .map_err(|e| field_error("spec.postgres", &e))?;
+    if let Some(schema) = &spec.schema {
+        schema.check().map_err(|e| format!("spec.schema: {e}"))?;
+        if spec.worker.config.dedupe_by_event_id && schema.key.is_none() {
+            return Err(
+                "spec.schema.key: dedupe (spec.worker.dedupeByEventId) needs a key column".into(),
+            );
+        }
+    }
     if !(1..=64).contains(&spec.worker.replicas) {
         return Err(format!(
             "spec.worker.replicas is {}: use 1 to 64 (spec.suspend: true scales to zero)",

@@ -26,10 +26,22 @@ impl Dataset {
         bad_share: f64,
         seed: u64,
     ) -> Result<Dataset> {
+        Dataset::generate_with(root, files, rows_per_file, bad_share, seed, &[])
+    }
+
+    /// [`Dataset::generate`] with extra generator flags (e.g. `--messy-row-share`).
+    pub fn generate_with(
+        root: &Path,
+        files: u64,
+        rows_per_file: u64,
+        bad_share: f64,
+        seed: u64,
+        extra: &[&str],
+    ) -> Result<Dataset> {
         let staging = root.join("staging");
         std::fs::create_dir_all(&staging)?;
         let manifest_path = root.join("manifest.jsonl");
-        generate(&[
+        let mut args: Vec<String> = vec![
             "--landing-dir".into(),
             staging.display().to_string(),
             "--manifest".into(),
@@ -51,7 +63,9 @@ impl Dataset {
             "--no-fsync".into(),
             "--max-pending-files".into(),
             (files + 10).to_string(),
-        ])?;
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        generate(&args)?;
         let manifest = verify::read_manifest(&manifest_path)?;
         if manifest.len() as u64 != files {
             bail!("generator wrote {} files, expected {files}", manifest.len());

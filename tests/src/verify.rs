@@ -25,6 +25,41 @@ pub struct ManifestFile {
     /// `[line, reject reason code]`, line numbers 1-based with the header as line 1.
     #[serde(default)]
     pub bad_lines: Vec<(u64, String)>,
+    /// Messy-but-valid lines (`--messy-row-share`): valid rows the worker must store
+    /// cleaned.
+    #[serde(default)]
+    pub messy_lines: Vec<MessyLine>,
+}
+
+/// One messy-but-valid line of the manifest: `column` holds `raw` in the file and must
+/// hold `cleaned` in `events`; the worker counts `rules` for it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessyLine {
+    pub line: u64,
+    pub kind: String,
+    /// The stored (lower-case, hyphenated) event id.
+    pub event_id: String,
+    pub column: String,
+    pub raw: String,
+    pub cleaned: String,
+    #[serde(default)]
+    pub rules: Vec<String>,
+}
+
+impl MessyLine {
+    /// Puts the cleaned value into `values` (the line's values as written).
+    pub fn apply(&self, values: &mut EventValues) -> Result<()> {
+        let cleaned = self.cleaned.clone();
+        match self.column.as_str() {
+            "session_id" => values.session_id = cleaned,
+            "event_type" => values.event_type = cleaned,
+            "category" => values.category = cleaned,
+            // The id is compared as a UUID, whatever its case.
+            "event_id" => {}
+            other => bail!("line {}: no cleaning expected in column {other}", self.line),
+        }
+        Ok(())
+    }
 }
 
 pub fn read_manifest(path: &Path) -> Result<Vec<ManifestFile>> {
@@ -204,6 +239,7 @@ pub fn expected(manifest: &[ManifestFile], files_dir: &Path) -> Result<Expected>
         }
         exp.file_names.push(m.file.clone());
         let bad: HashSet<u64> = m.bad_lines.iter().map(|(l, _)| *l).collect();
+        let messy: HashMap<u64, &MessyLine> = m.messy_lines.iter().map(|l| (l.line, l)).collect();
         for (line, reason) in &m.bad_lines {
             exp.rejects
                 .insert((m.file.clone(), *line as i64), reason.clone());
@@ -216,10 +252,15 @@ pub fn expected(manifest: &[ManifestFile], files_dir: &Path) -> Result<Expected>
             if line_no == 1 || raw.is_empty() || bad.contains(&line_no) {
                 continue;
             }
-            let (id, values) = std::str::from_utf8(raw)
+            let (id, mut values) = std::str::from_utf8(raw)
                 .context("not UTF-8")
                 .and_then(EventValues::parse_line)
                 .with_context(|| format!("{}:{line_no}: a valid line that is not", m.file))?;
+            if let Some(messy) = messy.get(&line_no) {
+                messy
+                    .apply(&mut values)
+                    .with_context(|| format!("{}:{line_no}", m.file))?;
+            }
             if !exp.valid_ids.insert(id) {
                 bail!(
                     "{}:{line_no}: event id {id} appears twice in the generated data",

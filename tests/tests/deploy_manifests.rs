@@ -270,9 +270,10 @@ async fn chart_kustomize_and_examples_pass_server_side_dry_run() {
     }
 
     // The examples, in a namespace of their own.
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(root.join("deploy/examples"))
-        .expect("deploy/examples")
-        .flatten()
+    // deploy/examples/schema/ holds examples applied on their own; checked here as well.
+    let mut examples: Vec<PathBuf> = ["deploy/examples", "deploy/examples/schema"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(root.join(dir)).expect(dir).flatten())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();

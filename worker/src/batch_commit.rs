@@ -20,12 +20,52 @@ use crate::validate::Rejected;
 pub const EVENT_COLUMNS: &str =
     "event_id, event_time, user_id, session_id, event_type, product_id, category, price, quantity";
 
+/// The table valid rows go to, as SQL.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The table (a declared schema's name quoted).
+    pub table: String,
+    /// The column list of COPY, in table order.
+    pub columns: String,
+    /// The dedupe key column.
+    pub key: String,
+}
+
+impl Target {
+    pub fn new(
+        tables: &TableNames,
+        schema: Option<&crate::validate::general::CompiledSchema>,
+    ) -> Target {
+        use sluice_core::schema::quote_ident;
+        match schema {
+            None => Target {
+                table: tables.events.clone(),
+                columns: EVENT_COLUMNS.into(),
+                key: "event_id".into(),
+            },
+            Some(s) => Target {
+                table: quote_ident(&s.schema.table),
+                columns: s
+                    .schema
+                    .columns
+                    .iter()
+                    .map(|c| quote_ident(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                // check() refuses dedupe without a key; the first column stands in otherwise.
+                key: quote_ident(s.schema.key.as_deref().unwrap_or(&s.schema.columns[0].name)),
+            },
+        }
+    }
+}
+
 /// Who commits, where, and how.
 #[derive(Debug, Clone)]
 pub struct CommitContext {
     pub pipeline: String,
     pub worker_id: String,
     pub tables: TableNames,
+    pub target: Target,
     pub dedupe: bool,
     pub load_redeliveries: bool,
 }
@@ -409,8 +449,8 @@ async fn write_rows(
     if !ctx.dedupe {
         let sink = tx
             .copy_in(&format!(
-                "COPY {} ({EVENT_COLUMNS}) FROM STDIN",
-                ctx.tables.events
+                "COPY {} ({}) FROM STDIN",
+                ctx.target.table, ctx.target.columns
             ))
             .await?;
         futures::pin_mut!(sink);
@@ -424,7 +464,7 @@ async fn write_rows(
     let stage = create_stage(tx, ctx).await?;
     for (f, copy, valid) in &with_rows {
         let sink = tx
-            .copy_in(&format!("COPY {stage} ({EVENT_COLUMNS}) FROM STDIN"))
+            .copy_in(&format!("COPY {stage} ({}) FROM STDIN", ctx.target.columns))
             .await?;
         futures::pin_mut!(sink);
         sink.send((*copy).clone()).await?;
@@ -443,7 +483,7 @@ pub async fn create_stage(
 ) -> Result<&'static str, tokio_postgres::Error> {
     tx.batch_execute(&format!(
         "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-        ctx.tables.events
+        ctx.target.table
     ))
     .await?;
     Ok("sluice_stage")
@@ -457,8 +497,8 @@ pub async fn insert_from_stage(
     let inserted = tx
         .execute(
             &format!(
-                "INSERT INTO {} ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM sluice_stage ON CONFLICT (event_id) DO NOTHING",
-                ctx.tables.events
+                "INSERT INTO {0} ({1}) SELECT {1} FROM sluice_stage ON CONFLICT ({2}) DO NOTHING",
+                ctx.target.table, ctx.target.columns, ctx.target.key
             ),
             &[],
         )

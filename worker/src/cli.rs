@@ -244,7 +244,20 @@ impl Args {
         {
             return Err(CliError::WorkerId(worker_id));
         }
+        let schema = match pipeline.schema {
+            // validate_for_worker checked it; compiling cannot fail after that.
+            Some(declared) => Some(std::sync::Arc::new(
+                crate::validate::general::CompiledSchema::new(declared).map_err(|e| {
+                    sluice_core::config::ConfigError {
+                        field: "schema",
+                        problem: e.to_string(),
+                    }
+                })?,
+            )),
+            None => None,
+        };
         Ok(Settings {
+            schema,
             pipeline: pipeline.pipeline,
             worker_id,
             landing_dir: self.landing_dir,

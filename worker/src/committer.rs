@@ -26,6 +26,7 @@ use crate::progress::Role;
 use crate::settle::{Settle, settle};
 use crate::shared::Shared;
 use crate::source::LandingDirs;
+use crate::validate::Cleaned;
 
 mod large;
 
@@ -329,6 +330,11 @@ impl Committer {
                     "identical content was already recorded under another name; recorded as a re-delivery, not loaded again");
             }
             m.files.with_label_values(&[outcome.as_str()]).inc();
+            if *outcome == Outcome::Loaded
+                && let Some(cleaned) = batch.cleaned.get(&f.name)
+            {
+                self.count_cleaned(cleaned);
+            }
             let digest_hex = hex(&f.digest);
             settle(
                 &self.shared,
@@ -405,6 +411,17 @@ impl Committer {
             m.rejected_rows
                 .with_label_values(&[reason.code()])
                 .inc_by(*n);
+        }
+    }
+
+    /// Counts the rows cleaning changed in a file (or part) this worker just committed.
+    pub(crate) fn count_cleaned(&self, cleaned: &Cleaned) {
+        for (column, rule, n) in cleaned.iter() {
+            self.shared
+                .metrics
+                .rows_cleaned
+                .with_label_values(&[column, rule])
+                .inc_by(n);
         }
     }
 

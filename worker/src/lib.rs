@@ -27,6 +27,7 @@ pub mod retry;
 pub mod settle;
 pub mod shared;
 pub mod source;
+pub mod table_plan;
 pub mod tables;
 pub mod tls;
 pub mod validate;

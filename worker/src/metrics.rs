@@ -12,6 +12,7 @@ use sluice_core::metric_names::{self as names, DegradedCause};
 pub struct Metrics {
     pub rows: IntCounterVec,
     pub rejected_rows: IntCounterVec,
+    pub rows_cleaned: IntCounterVec,
     pub files: IntCounterVec,
     pub batches: IntCounterVec,
     pub batch_files: Histogram,
@@ -42,6 +43,26 @@ fn buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
 }
 
 impl Metrics {
+    /// Pre-creates the (column, rule) labels of sluice_rows_cleaned_total the schema in
+    /// force can count, so dashboards see zeros, not gaps.
+    pub fn precreate_cleaning(&self, declared: Option<&sluice_core::schema::TableSchema>) {
+        match declared {
+            None => {
+                for (column, rule) in crate::validate::cleaning_rules() {
+                    self.rows_cleaned.with_label_values(&[column, rule.code()]);
+                }
+            }
+            Some(schema) => {
+                for c in &schema.columns {
+                    for rule in &c.clean {
+                        self.rows_cleaned
+                            .with_label_values(&[c.name.as_str(), rule.code()]);
+                    }
+                }
+            }
+        }
+    }
+
     pub fn register(registry: &Registry) -> Result<Metrics, prometheus::Error> {
         let secs = buckets(0.0005, 2.0, 16); // 0.5 ms .. ~16 s
         let m = Metrics {
@@ -52,6 +73,13 @@ impl Metrics {
             rejected_rows: IntCounterVec::new(
                 Opts::new("sluice_worker_rejected_rows_total", "Rows sent to quarantine, by reason code."),
                 &["reason"],
+            )?,
+            rows_cleaned: IntCounterVec::new(
+                Opts::new(
+                    names::ROWS_CLEANED_TOTAL,
+                    "Valid rows changed by cleaning before validation, by column and rule (trim, ignore_case, lowercase; a declared schema adds its own rules: docs/schema.md).",
+                ),
+                &["column", "rule"],
             )?,
             files: IntCounterVec::new(
                 Opts::new(
@@ -172,6 +200,7 @@ impl Metrics {
         registry.register(Box::new(m.after_commit_errors.clone()))?;
         registry.register(Box::new(m.rows.clone()))?;
         registry.register(Box::new(m.rejected_rows.clone()))?;
+        registry.register(Box::new(m.rows_cleaned.clone()))?;
         registry.register(Box::new(m.files.clone()))?;
         registry.register(Box::new(m.batches.clone()))?;
         registry.register(Box::new(m.batch_files.clone()))?;

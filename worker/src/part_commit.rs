@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
-use crate::batch_commit::{CommitContext, EVENT_COLUMNS, create_stage, insert_from_stage};
+use crate::batch_commit::{CommitContext, create_stage, insert_from_stage};
 use crate::copy_text::{QUARANTINE_COLUMNS, quarantine_row};
 use crate::ledger::{Digest, Outcome};
 use crate::validate::{ParseError, PartSummary, Position};
@@ -93,11 +93,14 @@ pub async fn commit_part(
     let target = if ctx.dedupe {
         create_stage(&tx, ctx).await?.to_string()
     } else {
-        ctx.tables.events.clone()
+        ctx.target.table.clone()
     };
     let PartStream { mut chunks, done } = stream();
     let sink = tx
-        .copy_in(&format!("COPY {target} ({EVENT_COLUMNS}) FROM STDIN"))
+        .copy_in(&format!(
+            "COPY {target} ({}) FROM STDIN",
+            ctx.target.columns
+        ))
         .await?;
     futures::pin_mut!(sink);
     while let Some(chunk) = chunks.recv().await {

@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, watch};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::committer::Committer;
 use crate::db::DbError;
+use sluice_core::metric_names::DegradedCause;
+
 use crate::dbconn::Db;
 use crate::ledger;
 use crate::metrics::Metrics;
@@ -38,6 +40,8 @@ pub enum WorkerError {
     Migrate(String),
     #[error("preparing tables failed: {0}")]
     Prepare(tokio_postgres::Error),
+    #[error("the target table does not fit the pipeline's schema: {0}")]
+    SchemaMismatch(String),
     #[error("landing directory {path}: {source}")]
     Landing {
         path: std::path::PathBuf,
@@ -57,10 +61,23 @@ async fn prepare_schema(
     tables::prepare_tables(
         &*client,
         &settings.tables,
-        settings.config.dedupe_by_event_id,
+        settings.config.dedupe_by_event_id && settings.schema.is_none(),
     )
     .await
-    .map_err(WorkerError::Prepare)
+    .map_err(WorkerError::Prepare)?;
+    if let Some(declared) = &settings.schema {
+        tables::prepare_declared(
+            &*client,
+            &declared.schema,
+            settings.config.dedupe_by_event_id,
+        )
+        .await
+        .map_err(|e| match e {
+            tables::TableError::Db(e) => WorkerError::Prepare(e),
+            tables::TableError::Mismatch(m) => WorkerError::SchemaMismatch(m),
+        })?;
+    }
+    Ok(())
 }
 
 /// Runs the worker until `shutdown` turns true, then finishes or abandons the batch in
@@ -85,6 +102,7 @@ pub async fn run(
     let checkpoint = Checkpoint::open(&settings.checkpoint_dir, &settings.worker_id)?;
     tracing::info!(pipeline = %settings.pipeline, worker_id = %settings.worker_id, landing = %settings.landing_dir.display(),
         checkpoint = %settings.checkpoint_dir.display(), database = %settings.db.describe(), "worker starting");
+    metrics.precreate_cleaning(settings.schema.as_deref().map(|s| &s.schema));
     let shared = Shared::new(settings.clone(), metrics, health);
     let liveness = tokio::spawn(watch_liveness(shared.clone(), shutdown.clone()));
 
@@ -98,7 +116,21 @@ pub async fn run(
             _ = shutdown.changed() => return Ok(()),
         };
         let error = match prepare_schema(client, &settings).await {
-            Ok(()) => break,
+            Ok(()) => {
+                shared.set_degraded(DegradedCause::SchemaMismatch, false, "");
+                break;
+            }
+            Err(WorkerError::SchemaMismatch(problem)) => {
+                // Not ready and Degraded until someone fixes the table or the schema;
+                // checked again with backoff, so a fix is picked up without a restart.
+                shared.set_degraded(DegradedCause::SchemaMismatch, true, &problem);
+                tokio::select! {
+                    _ = tokio::time::sleep(retry_in) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                retry_in = (retry_in * 2).min(Duration::from_secs(30));
+                continue;
+            }
             Err(e) => e,
         };
         let connection_lost = client.is_closed() || client.simple_query("SELECT 1").await.is_err();

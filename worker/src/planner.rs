@@ -24,7 +24,7 @@ use crate::retry::Backoffs;
 use crate::settle::{Settle, settle};
 use crate::shared::Shared;
 use crate::source::{self, DirWatch, LandingDirs};
-use crate::validate::{Position, Rules};
+use crate::validate::{Cleaned, Position};
 
 /// Transient read errors are retried this many times before a file is set aside.
 const READ_ATTEMPTS: u32 = 5;
@@ -42,6 +42,9 @@ pub struct Batch {
     pub plan: Plan,
     pub files: Vec<FileToCommit>,
     pub landed: HashMap<String, SystemTime>,
+    /// Per file: the valid rows cleaning changed (counted once the file is committed as
+    /// loaded by this worker).
+    pub cleaned: HashMap<String, Cleaned>,
     pub planned_at: Instant,
     pub replay: bool,
 }
@@ -342,7 +345,7 @@ impl Planner {
         self.shared
             .add_in_flight(chosen.iter().map(|(c, _)| c.name.clone()));
         let parse_started = Instant::now();
-        let (files, dropped) = self.read_all(&chosen).await;
+        let (files, cleaned, dropped) = self.read_all(&chosen).await;
         released.extend(dropped.iter().cloned());
         self.shared.remove_in_flight(dropped.iter());
         self.release(&released).await;
@@ -358,6 +361,7 @@ impl Planner {
             plan,
             files,
             landed,
+            cleaned,
             planned_at: parse_started,
             replay: is_replay,
         }))
@@ -500,20 +504,13 @@ impl Planner {
     }
 
     /// Reads and parses the chosen files on a blocking thread. Returns the files to
-    /// commit and the names left out (gone, or a transient error to retry later).
+    /// commit, the rows cleaning changed per file, and the names left out (gone, or a
+    /// transient error to retry later).
     async fn read_all(
         &mut self,
         chosen: &[(Candidate, Option<Digest>)],
-    ) -> (Vec<FileToCommit>, Vec<String>) {
-        let config = &self.shared.settings.config;
-        let rules = Rules {
-            now: Utc::now(),
-            future_tolerance: chrono::Duration::seconds(
-                i64::try_from(config.future_tolerance_seconds).unwrap_or(i64::MAX / 1000),
-            ),
-            collect_event_ids: false,
-            max_row_bytes: usize::try_from(config.max_row_bytes).unwrap_or(usize::MAX),
-        };
+    ) -> (Vec<FileToCommit>, HashMap<String, Cleaned>, Vec<String>) {
+        let rules = self.shared.settings.rules();
         let dirs = self.dirs.clone();
         let names: Vec<(String, u64, SystemTime)> = chosen
             .iter()
@@ -531,11 +528,15 @@ impl Planner {
         .await
         .unwrap_or_default();
         let mut files = Vec::new();
+        let mut cleaned = HashMap::new();
         let mut dropped = Vec::new();
         for (name, size, modified, result) in results {
             match result {
-                ReadResult::Ok(f) => {
+                ReadResult::Ok((f, c)) => {
                     self.read_retries.succeeded(&name);
+                    if !c.is_empty() {
+                        cleaned.insert(name, c);
+                    }
                     files.push(f);
                 }
                 ReadResult::Gone => dropped.push(name),
@@ -562,7 +563,7 @@ impl Planner {
                 }
             }
         }
-        (files, dropped)
+        (files, cleaned, dropped)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::batch_commit::{FileContent, FileToCommit};
 use crate::landing;
 use crate::ledger::Digest;
 use crate::source::LandingDirs;
-use crate::validate::{self, Rules};
+use crate::validate::{self, Cleaned, Rules};
 
 /// Ledger reason of a file that could not be read.
 pub const UNREADABLE: &str = "unreadable";
@@ -47,8 +47,13 @@ fn sort_error<T>(e: std::io::Error) -> ReadResult<T> {
     }
 }
 
-/// Reads a whole (small) file, digests it and parses it.
-pub fn read_small(dirs: &LandingDirs, name: &str, rules: &Rules) -> ReadResult<FileToCommit> {
+/// Reads a whole (small) file, digests it and parses it. Also returns the rows cleaning
+/// changed (counted once the file commits).
+pub fn read_small(
+    dirs: &LandingDirs,
+    name: &str,
+    rules: &Rules,
+) -> ReadResult<(FileToCommit, Cleaned)> {
     let mut bytes = Vec::new();
     let opened = landing::open_landing_file(dirs, name).and_then(|(mut file, meta)| {
         bytes.reserve(meta.len() as usize);
@@ -58,23 +63,30 @@ pub fn read_small(dirs: &LandingDirs, name: &str, rules: &Rules) -> ReadResult<F
         return sort_error(e);
     }
     let digest: Digest = Sha256::digest(&bytes).into();
-    let content = match validate::parse_file(&bytes, rules) {
-        Ok(parsed) => FileContent::Rows {
-            copy: Bytes::from(parsed.copy_rows),
-            valid_rows: parsed.valid_rows,
-            rejects: std::sync::Arc::new(parsed.rejects),
-        },
-        Err(e) => FileContent::Failed {
-            reason: e.code().to_string(),
-            message: e.to_string(),
-        },
+    let (content, cleaned) = match validate::parse_file(&bytes, rules) {
+        Ok(parsed) => (
+            FileContent::Rows {
+                copy: Bytes::from(parsed.copy_rows),
+                valid_rows: parsed.valid_rows,
+                rejects: std::sync::Arc::new(parsed.rejects),
+            },
+            parsed.cleaned,
+        ),
+        Err(e) => (
+            FileContent::Failed {
+                reason: e.code().to_string(),
+                message: e.to_string(),
+            },
+            Cleaned::default(),
+        ),
     };
-    ReadResult::Ok(FileToCommit {
+    let file = FileToCommit {
         name: name.to_string(),
         size: bytes.len() as u64,
         digest,
         content,
-    })
+    };
+    ReadResult::Ok((file, cleaned))
 }
 
 /// A file recorded as unreadable (after its transient retries ran out, or at once for

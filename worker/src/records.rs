@@ -6,7 +6,7 @@
 //!   a comma). Anywhere else it is an ordinary character (`12" pipes`).
 //! - Inside a quoted field `""` is one quote and commas and line breaks are data. A record
 //!   that runs over several physical lines this way is accepted only if it closes within
-//!   the row limit and has exactly [`COLUMN_COUNT`] fields; otherwise only its first
+//!   the row limit and has exactly as many fields as a row (by default [`COLUMN_COUNT`]); otherwise only its first
 //!   physical line is taken as a record ([`Record::BadQuote`]) and the next record starts
 //!   on the next line. Without this rule a single stray quote would swallow the rest of
 //!   the file into one rejected "row".
@@ -93,6 +93,8 @@ pub(crate) struct RecordReader<'r> {
     max_buf: usize,
     /// Scratch space to count the fields of a multi-line record.
     counter: FieldBuf,
+    /// Fields a record spanning several lines must have to be accepted as one record.
+    columns: usize,
 }
 
 impl<'r> RecordReader<'r> {
@@ -116,7 +118,13 @@ impl<'r> RecordReader<'r> {
             max_row,
             max_buf: max_row.saturating_add(2).saturating_add(read_size),
             counter: FieldBuf::default(),
+            columns: COLUMN_COUNT,
         }
+    }
+
+    /// Sets the number of fields of a row (a declared schema's file layout).
+    pub(crate) fn set_columns(&mut self, columns: usize) {
+        self.columns = columns;
     }
 
     /// Where the next record starts.
@@ -198,7 +206,7 @@ impl<'r> RecordReader<'r> {
                 })
             } else {
                 let columns = self.counter.count(strip_cr(region));
-                (columns != COLUMN_COUNT).then_some(QuoteProblem::WrongColumns { columns, lines })
+                (columns != self.columns).then_some(QuoteProblem::WrongColumns { columns, lines })
             };
             if let Some(problem) = problem {
                 return self.take_first_line(nl, problem);

@@ -29,6 +29,8 @@ pub struct Settings {
     pub config: WorkerConfig,
     pub tables: TableNames,
     pub db: DbSettings,
+    /// The declared schema (`spec.schema`), compiled; None: the built-in e-commerce table.
+    pub schema: Option<std::sync::Arc<crate::validate::general::CompiledSchema>>,
 }
 
 impl Settings {
@@ -36,11 +38,31 @@ impl Settings {
         Duration::from_secs(self.config.claim_timeout_seconds)
     }
 
+    /// The validation rules of a batch parsed now.
+    pub fn rules(&self) -> crate::validate::Rules {
+        crate::validate::Rules {
+            now: chrono::Utc::now(),
+            future_tolerance: chrono::Duration::seconds(
+                i64::try_from(self.config.future_tolerance_seconds).unwrap_or(i64::MAX / 1000),
+            ),
+            collect_event_ids: false,
+            max_row_bytes: usize::try_from(self.config.max_row_bytes).unwrap_or(usize::MAX),
+            schema: self
+                .schema
+                .as_ref()
+                .map(|compiled| crate::validate::DeclaredRules {
+                    compiled: compiled.clone(),
+                    layout: None,
+                }),
+        }
+    }
+
     pub fn commit_context(&self) -> CommitContext {
         CommitContext {
             pipeline: self.pipeline.clone(),
             worker_id: self.worker_id.clone(),
             tables: self.tables.clone(),
+            target: crate::batch_commit::Target::new(&self.tables, self.schema.as_deref()),
             dedupe: self.config.dedupe_by_event_id,
             load_redeliveries: self.config.load_redeliveries,
         }

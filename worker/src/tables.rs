@@ -2,7 +2,76 @@
 //! (and brought up to the current quarantine columns), and dedupe's unique index.
 
 use sluice_core::config::TableNames;
+use sluice_core::schema::{TableSchema, quote_ident};
 use tokio_postgres::GenericClient;
+
+use crate::table_plan::{self, ExistingColumn};
+
+/// Why a declared schema's table could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// The existing table does not fit the schema; the message names the column.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// Creates a declared schema's table when it is missing; otherwise checks that its
+/// columns fit and adds the schema's missing nullable columns.
+pub async fn prepare_declared(
+    client: &impl GenericClient,
+    schema: &TableSchema,
+    dedupe: bool,
+) -> Result<(), TableError> {
+    let rows = client
+        .query(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef
+             FROM pg_attribute a
+             JOIN pg_class c ON c.oid = a.attrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = current_schema() AND c.relname = $1
+               AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum",
+            &[&schema.table],
+        )
+        .await?;
+    if rows.is_empty() {
+        client
+            .batch_execute(&table_plan::create_table(schema))
+            .await?;
+        tracing::info!(table = %schema.table, "created the schema's table");
+    } else {
+        let existing: Vec<ExistingColumn> = rows
+            .iter()
+            .map(|r| ExistingColumn {
+                name: r.get(0),
+                sql_type: r.get(1),
+                not_null: r.get(2),
+                has_default: r.get(3),
+            })
+            .collect();
+        for alter in table_plan::reconcile(schema, &existing).map_err(TableError::Mismatch)? {
+            tracing::info!(table = %schema.table, statement = %alter, "adding a nullable column the schema declares");
+            client.batch_execute(&alter).await?;
+        }
+    }
+    if dedupe && let Some(key) = &schema.key {
+        let index: String = format!("{}_{key}_key", schema.table)
+            .chars()
+            .take(63)
+            .collect();
+        client
+            .batch_execute(&format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})",
+                quote_ident(&index),
+                quote_ident(&schema.table),
+                quote_ident(key)
+            ))
+            .await?;
+    }
+    Ok(())
+}
 
 /// Makes sure the configured tables exist and have the columns the worker writes.
 pub async fn prepare_tables(

@@ -11,8 +11,14 @@
 //! Records are split by [`crate::records`] (quotes, line ends, the row size limit); each
 //! data row is then checked by [`row`] in a fixed order and gets the first reason that
 //! applies: row size → UTF-8 and NUL → column count → field length → empty field → each
-//! column, left to right.
+//! column, left to right. Before the checks, fields are cleaned ([`clean`]: surrounding
+//! spaces, the case of `event_type`, `category` and `event_id`), and the rows cleaning
+//! changed are counted in the summaries ([`Cleaned`]).
 
+mod clean;
+#[cfg(test)]
+mod clean_tests;
+pub mod general;
 #[cfg(test)]
 mod part_tests;
 mod row;
@@ -28,6 +34,7 @@ use sluice_core::event::{COLUMN_COUNT, HEADER_FIELDS};
 use sluice_core::reject::RejectReason;
 use uuid::Uuid;
 
+pub use self::clean::{Cleaned, Rule as CleaningRule, applicable as cleaning_rules};
 pub use crate::records::Position;
 use crate::records::{FieldBuf, Fields, QuoteProblem, READ_SIZE, Record, RecordReader};
 
@@ -43,6 +50,17 @@ pub struct Rules {
     /// Longest row accepted, in bytes without the line terminator (callers use 1 MiB by
     /// default). A longer row is rejected as `row_too_long` without being read into memory.
     pub max_row_bytes: usize,
+    /// A declared schema (`spec.schema`); None checks the built-in e-commerce table.
+    pub schema: Option<DeclaredRules>,
+}
+
+/// The rules of a declared schema.
+#[derive(Debug, Clone)]
+pub struct DeclaredRules {
+    pub compiled: std::sync::Arc<general::CompiledSchema>,
+    /// The file's layout, read from its header: needed to parse a part that does not
+    /// start at the beginning of the file ([`read_layout`]).
+    pub layout: Option<general::Layout>,
 }
 
 /// A file that parsed as Sluice CSV (some rows may still have been rejected).
@@ -56,6 +74,8 @@ pub struct ParsedFile {
     pub rejects: Vec<Rejected>,
     /// Data rows seen (valid + rejected), not counting the header or blank lines.
     pub data_rows: u64,
+    /// Valid rows that cleaning changed, by column and rule.
+    pub cleaned: Cleaned,
 }
 
 /// One row sent to quarantine.
@@ -82,6 +102,8 @@ pub enum FileError {
         "the file looks binary (its header line holds a NUL byte at offset {offset}), not CSV text"
     )]
     Binary { offset: usize },
+    #[error("the header does not fit the pipeline's schema: {problem}")]
+    HeaderMismatch { problem: String },
 }
 
 impl FileError {
@@ -89,7 +111,7 @@ impl FileError {
     pub fn code(&self) -> &'static str {
         match self {
             FileError::Empty => "empty_file",
-            FileError::BadHeader { .. } => "bad_header",
+            FileError::BadHeader { .. } | FileError::HeaderMismatch { .. } => "bad_header",
             FileError::Binary { .. } => "binary_file",
         }
     }
@@ -118,6 +140,8 @@ pub struct PartSummary {
     pub rejects: Vec<Rejected>,
     /// Only when rules.collect_event_ids.
     pub event_ids: Vec<uuid::Uuid>,
+    /// Valid rows that cleaning changed, by column and rule.
+    pub cleaned: Cleaned,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +152,8 @@ pub enum ParseError {
     Io(#[from] std::io::Error),
     #[error("the COPY stream was closed")]
     SinkClosed,
+    #[error("a part after the first needs the file's layout (read_layout)")]
+    NoLayout,
 }
 
 /// Longest header excerpt quoted in a `bad_header` error.
@@ -198,10 +224,11 @@ fn parse_file_with(bytes: &[u8], rules: &Rules, read_size: usize) -> Result<Pars
             event_ids: part.event_ids,
             rejects: part.rejects,
             data_rows: part.data_rows,
+            cleaned: part.cleaned,
         }),
         Err(ParseError::File(e)) => Err(e),
         // Reading a slice never fails and the sink above never refuses a chunk.
-        Err(e @ (ParseError::Io(_) | ParseError::SinkClosed)) => {
+        Err(e @ (ParseError::Io(_) | ParseError::SinkClosed | ParseError::NoLayout)) => {
             unreachable!("parsing bytes in memory failed: {e}")
         }
     }
@@ -217,9 +244,19 @@ fn parse_records(
     sink: &mut dyn FnMut(Vec<u8>) -> Result<(), ()>,
     reserve: usize,
 ) -> Result<PartSummary, ParseError> {
+    let mut layout = rules.schema.as_ref().and_then(|d| d.layout.clone());
     if start == Position::START {
-        check_header(&mut reader)?;
+        layout = check_header(&mut reader, rules)?;
     }
+    let declared = match (&rules.schema, &layout) {
+        (None, _) => None,
+        (Some(d), Some(l)) => {
+            reader.set_columns(l.fields);
+            Some((&*d.compiled, l))
+        }
+        (Some(_), None) => return Err(ParseError::NoLayout),
+    };
+    let mut row_cleaning = general::RowCleaning::new();
     let future_limit = rules.now + rules.future_tolerance;
     let mut fields = FieldBuf::default();
     let mut copy = Vec::with_capacity(reserve);
@@ -238,11 +275,34 @@ fn parse_records(
             } => {
                 let row_start = copy.len();
                 let fields = fields.split(bytes, quoted);
-                match row::check_row(&fields, bytes, rules, future_limit, &mut copy) {
+                let checked = match declared {
+                    None => row::check_row(&fields, bytes, rules, future_limit, &mut copy).map(
+                        |(event_id, cleaning)| {
+                            part.cleaned.add_row(cleaning);
+                            Some(event_id)
+                        },
+                    ),
+                    Some((schema, layout)) => schema
+                        .check_row(
+                            layout,
+                            &fields,
+                            bytes,
+                            rules.now,
+                            &mut copy,
+                            &mut row_cleaning,
+                        )
+                        .map(|()| {
+                            part.cleaned.add_declared_row(schema, &row_cleaning);
+                            None
+                        }),
+                };
+                match checked {
                     Ok(event_id) => {
                         part.valid_rows += 1;
-                        if rules.collect_event_ids {
-                            part.event_ids.push(event_id);
+                        if rules.collect_event_ids
+                            && let Some(id) = event_id
+                        {
+                            part.event_ids.push(id);
                         }
                         None
                     }
@@ -261,7 +321,12 @@ fn parse_records(
                 bytes,
                 line,
                 problem,
-            } => Some(bad_quote(bytes, line, problem)),
+            } => Some(bad_quote(
+                bytes,
+                line,
+                problem,
+                declared.map_or(COLUMN_COUNT, |(_, l)| l.fields),
+            )),
             Record::TooLong { head, len, line } => Some(too_long(head, len, line)),
         };
         part.data_rows += 1;
@@ -288,7 +353,10 @@ fn parse_records(
 
 /// Checks the start of a file: a BOM is skipped, blank lines before the header too; the
 /// first other line must be the header.
-fn check_header(reader: &mut RecordReader<'_>) -> Result<(), ParseError> {
+fn check_header(
+    reader: &mut RecordReader<'_>,
+    rules: &Rules,
+) -> Result<Option<general::Layout>, ParseError> {
     reader.skip_bom()?;
     let mut fields = FieldBuf::default();
     // A first line of only spaces or tabs: the file is empty if nothing else follows.
@@ -309,7 +377,17 @@ fn check_header(reader: &mut RecordReader<'_>) -> Result<(), ParseError> {
             Record::TooLong { head, .. } => (head.as_slice(), false),
         };
         let bad_header = |found: &[u8]| FileError::BadHeader {
-            expected: HEADER_FIELDS.join(","),
+            expected: match &rules.schema {
+                Some(d) => d
+                    .compiled
+                    .schema
+                    .columns
+                    .iter()
+                    .map(|c| c.source_name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                None => HEADER_FIELDS.join(","),
+            },
             found: row::excerpt(found, HEADER_EXCERPT_BYTES),
         };
         if let Some(first) = whitespace_line {
@@ -323,11 +401,28 @@ fn check_header(reader: &mut RecordReader<'_>) -> Result<(), ParseError> {
             .into());
         }
         let quoted = matches!(record, Record::Row { quoted: true, .. });
+        if let Some(declared) = &rules.schema {
+            if !complete_row {
+                return Err(bad_header(bytes).into());
+            }
+            return declared
+                .compiled
+                .layout(&fields.split(bytes, quoted))
+                .map(Some)
+                .map_err(|problem| FileError::HeaderMismatch { problem }.into());
+        }
         if !complete_row || !matches_header(&fields.split(bytes, quoted)) {
             return Err(bad_header(bytes).into());
         }
-        return Ok(());
+        return Ok(None);
     }
+}
+
+/// The layout of a file with a declared schema, read from its header (for parts that
+/// start later in the file).
+pub fn read_layout(input: &mut dyn Read, rules: &Rules) -> Result<general::Layout, ParseError> {
+    let mut reader = RecordReader::new(input, Position::START, rules.max_row_bytes, READ_SIZE);
+    check_header(&mut reader, rules)?.ok_or(ParseError::NoLayout)
 }
 
 fn matches_header(fields: &Fields<'_>) -> bool {
@@ -340,7 +435,7 @@ fn matches_header(fields: &Fields<'_>) -> bool {
 
 /// The rejection of a line whose quoted field does not close properly (unless the line
 /// has a more basic problem).
-fn bad_quote(bytes: &[u8], line: u64, problem: QuoteProblem) -> Rejected {
+fn bad_quote(bytes: &[u8], line: u64, problem: QuoteProblem, columns: usize) -> Rejected {
     let (reason, message) = row::check_text(bytes).err().unwrap_or_else(|| {
         let why = match problem {
             QuoteProblem::NeverClosed => {
@@ -350,9 +445,9 @@ fn bad_quote(bytes: &[u8], line: u64, problem: QuoteProblem) -> Rejected {
             QuoteProblem::NotClosedWithin { limit } => format!(
                 "a quoted field opened on this line is not closed within the row limit of {limit} bytes"
             ),
-            QuoteProblem::WrongColumns { columns, lines } => format!(
+            QuoteProblem::WrongColumns { columns: found, lines } => format!(
                 "a quoted field opened on this line does not close properly: \
-                 closing it makes a row of {lines} lines with {columns} columns instead of {COLUMN_COUNT}"
+                 closing it makes a row of {lines} lines with {found} columns instead of {columns}"
             ),
         };
         (

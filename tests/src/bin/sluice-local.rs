@@ -35,6 +35,9 @@ struct Args {
     /// Share of deliberately bad rows.
     #[arg(long, default_value_t = 0.01)]
     bad_row_share: f64,
+    /// Share of messy-but-valid rows (padding, odd case), which the workers clean and load.
+    #[arg(long, default_value_t = 0.03)]
+    messy_row_share: f64,
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -197,6 +200,7 @@ async fn run(args: Args) -> Result<()> {
         .args(["--events-per-second", &args.events_per_second.to_string()])
         .args(["--rows-per-file", &args.rows_per_file.to_string()])
         .args(["--bad-row-share", &args.bad_row_share.to_string()])
+        .args(["--messy-row-share", &args.messy_row_share.to_string()])
         .args(["--seed", &args.seed.to_string()]);
     let mut generator = Proc::spawn("generator", &mut gen_cmd, &logs.join("generator.log"))?;
     println!(

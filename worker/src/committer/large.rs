@@ -4,7 +4,6 @@
 use std::io::{Seek, SeekFrom};
 use std::time::{Duration, SystemTime};
 
-use chrono::Utc;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -75,7 +74,7 @@ impl Committer {
                     self.fail_large(&file, e.code(), &e.to_string()).await;
                     Next::Done
                 }
-                Err(PartError::Parse(ParseError::Io(e))) => {
+                Err(PartError::Parse(e @ (ParseError::Io(_) | ParseError::NoLayout))) => {
                     tracing::warn!(file = %file.name, error = %e, "reading the large file failed; it is retried later");
                     self.shared.metrics.read_retries.inc();
                     Next::GiveUp
@@ -111,15 +110,7 @@ impl Committer {
     }
 
     fn rules(&self) -> Rules {
-        let config = &self.shared.settings.config;
-        Rules {
-            now: Utc::now(),
-            future_tolerance: chrono::Duration::seconds(
-                i64::try_from(config.future_tolerance_seconds).unwrap_or(i64::MAX / 1000),
-            ),
-            collect_event_ids: false,
-            max_row_bytes: usize::try_from(config.max_row_bytes).unwrap_or(usize::MAX),
-        }
+        self.shared.settings.rules()
     }
 
     async fn after_part(
@@ -146,6 +137,7 @@ impl Committer {
                     *counted.rejected_by_reason.entry(r.reason).or_default() += 1;
                 }
                 self.count_rows(&counted);
+                self.count_cleaned(&summary.cleaned);
                 self.shared.metrics.file_parts.inc();
                 self.shared
                     .metrics
@@ -315,6 +307,14 @@ fn spawn_parser(
     let (tx, rx) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     let done = tokio::task::spawn_blocking(move || {
         let (mut file, _) = landing::open_landing_file(&dirs, &name)?;
+        let mut rules = rules;
+        if start != Position::START && rules.schema.as_ref().is_some_and(|d| d.layout.is_none()) {
+            // A declared schema's fields are matched through the header at the file's start.
+            let layout = validate::read_layout(&mut file, &rules)?;
+            if let Some(d) = rules.schema.as_mut() {
+                d.layout = Some(layout);
+            }
+        }
         file.seek(SeekFrom::Start(start.offset))?;
         validate::parse_part(&mut file, start, &rules, &limits, &mut |chunk| {
             tx.blocking_send(chunk).map_err(|_| ())

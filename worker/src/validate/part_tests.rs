@@ -15,6 +15,7 @@ fn rules() -> Rules {
         future_tolerance: chrono::Duration::hours(1),
         collect_event_ids: true,
         max_row_bytes: MAX_ROW,
+        schema: None,
     }
 }
 

@@ -5,15 +5,22 @@
 //! refuses would fail the whole batch's `COPY`, again on every replay. Every check is
 //! therefore at least as strict as the column type (year range of `timestamptz`, the
 //! `numeric(10,2)` range, `integer` range, no NUL in `text`).
+//!
+//! Fields are cleaned before they are checked ([`super::clean`]): trimmed, `event_type`
+//! matched case-insensitively, `category` and `event_id` lower-cased. Cleaning only
+//! narrows what is checked (a trimmed or re-cased value is then held to the same rules),
+//! so the checks stay at least as strict as PostgreSQL.
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use sluice_core::event::{
     COLUMN_COUNT, EventType, HEADER_FIELDS, MAX_PRICE_CENTS, MAX_TEXT_FIELD_BYTES,
 };
 use sluice_core::reject::RejectReason;
+use sluice_core::values;
 use uuid::Uuid;
 
 use super::Rules;
+use super::clean::{self, RowCleaning, Rule};
 use crate::records::Fields;
 
 /// Longest excerpt of an offending value quoted in a message.
@@ -45,14 +52,15 @@ pub(super) fn check_text(row: &[u8]) -> Result<(), RowError> {
 }
 
 /// Validates one row (its raw bytes and its fields) and, when valid, appends it to
-/// `copy` (a partial row is truncated by the caller on error).
+/// `copy` (a partial row is truncated by the caller on error). Fields are cleaned first
+/// ([`clean`]): what was changed comes back with the event id.
 pub(super) fn check_row(
     fields: &Fields<'_>,
     raw: &[u8],
     rules: &Rules,
     future_limit: DateTime<Utc>,
     copy: &mut Vec<u8>,
-) -> Result<Uuid, RowError> {
+) -> Result<(Uuid, RowCleaning), RowError> {
     check_text(raw)?;
     if fields.len() != COLUMN_COUNT {
         return Err((
@@ -60,8 +68,18 @@ pub(super) fn check_row(
             format!("expected {COLUMN_COUNT} columns, found {}", fields.len()),
         ));
     }
-    for (i, name) in HEADER_FIELDS.iter().enumerate() {
-        let len = fields.get(i).len();
+    let mut cleaning = RowCleaning::default();
+    let mut f: [&[u8]; COLUMN_COUNT] = [&[]; COLUMN_COUNT];
+    for (i, slot) in f.iter_mut().enumerate() {
+        let field = fields.get(i);
+        let trimmed = clean::trim(field);
+        if trimmed.len() != field.len() {
+            cleaning.set(i, Rule::Trim);
+        }
+        *slot = trimmed;
+    }
+    for (name, field) in HEADER_FIELDS.iter().zip(&f) {
+        let len = field.len();
         if len > MAX_TEXT_FIELD_BYTES {
             return Err((
                 RejectReason::FieldTooLong,
@@ -69,13 +87,18 @@ pub(super) fn check_row(
             ));
         }
     }
-    for (i, name) in HEADER_FIELDS.iter().enumerate() {
-        if fields.get(i).is_empty() {
-            return Err((RejectReason::MissingField, format!("{name} is empty")));
+    for (i, (name, field)) in HEADER_FIELDS.iter().zip(&f).enumerate() {
+        if field.is_empty() {
+            let message = if fields.get(i).is_empty() {
+                format!("{name} is empty")
+            } else {
+                format!("{name} is empty (it holds only spaces or tabs)")
+            };
+            return Err((RejectReason::MissingField, message));
         }
     }
 
-    let id_field = fields.get(0);
+    let id_field = f[0];
     let event_id = Uuid::try_parse_ascii(id_field).map_err(|_| {
         (
             RejectReason::BadEventId,
@@ -83,10 +106,15 @@ pub(super) fn check_row(
         )
     })?;
     let mut uuid_buf = Uuid::encode_buffer();
-    copy.extend_from_slice(event_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes());
+    let stored = event_id.hyphenated().encode_lower(&mut uuid_buf).as_bytes();
+    // Usually the field is already the stored form: one comparison, no scan.
+    if id_field != stored && id_field.iter().any(u8::is_ascii_uppercase) {
+        cleaning.set(0, Rule::Lowercase);
+    }
+    copy.extend_from_slice(stored);
     copy.push(b'\t');
 
-    let time_field = fields.get(1);
+    let time_field = f[1];
     let event_time = parse_timestamp(time_field)?;
     if event_time > future_limit {
         return Err((
@@ -99,102 +127,91 @@ pub(super) fn check_row(
             ),
         ));
     }
-    write_timestamp(copy, &event_time);
+    values::write_timestamp(copy, &event_time);
     copy.push(b'\t');
 
-    check_id("user_id", fields.get(2))?;
-    copy.extend_from_slice(fields.get(2));
+    check_id("user_id", f[2])?;
+    copy.extend_from_slice(f[2]);
     copy.push(b'\t');
 
-    copy_text(copy, fields.get(3));
+    copy_text(copy, f[3]);
     copy.push(b'\t');
 
-    let type_field = fields.get(4);
-    let event_type = std::str::from_utf8(type_field)
-        .ok()
-        .and_then(EventType::parse)
-        .ok_or_else(|| {
-            (
-                RejectReason::UnknownEventType,
-                format!(
-                    "event_type {} is not one of view, add_to_cart, purchase",
-                    quoted(type_field)
-                ),
-            )
-        })?;
+    let event_type = parse_event_type(f[4], &mut cleaning)?;
     copy.extend_from_slice(event_type.as_str().as_bytes());
     copy.push(b'\t');
 
-    check_id("product_id", fields.get(5))?;
-    copy.extend_from_slice(fields.get(5));
+    check_id("product_id", f[5])?;
+    copy.extend_from_slice(f[5]);
     copy.push(b'\t');
 
-    copy_text(copy, fields.get(6));
+    match clean::lowercase(f[6]) {
+        None => copy_text(copy, f[6]),
+        Some(lower) => {
+            // Lower-casing a few non-ASCII letters takes more bytes (İ → i̇).
+            if lower.len() > MAX_TEXT_FIELD_BYTES {
+                return Err((
+                    RejectReason::FieldTooLong,
+                    format!(
+                        "category is {} bytes long once lower-cased; at most {MAX_TEXT_FIELD_BYTES} are allowed",
+                        lower.len()
+                    ),
+                ));
+            }
+            cleaning.set(6, Rule::Lowercase);
+            copy_text(copy, &lower);
+        }
+    }
     copy.push(b'\t');
 
-    let price_cents = parse_price(fields.get(7))?;
+    let price_cents = parse_price(f[7])?;
     sluice_core::event::write_price(copy, price_cents);
     copy.push(b'\t');
 
-    let quantity = parse_quantity(fields.get(8), event_type)?;
+    let quantity = parse_quantity(f[8], event_type)?;
     copy.extend_from_slice(itoa_u32(quantity, &mut [0u8; 10]));
     copy.push(b'\n');
-    Ok(event_id)
+    Ok((event_id, cleaning))
 }
 
+/// `event_type`: the exact spelling, or (cleaning rule `ignore_case`) the same letters in
+/// another case.
+fn parse_event_type(field: &[u8], cleaning: &mut RowCleaning) -> Result<EventType, RowError> {
+    if let Some(t) = std::str::from_utf8(field).ok().and_then(EventType::parse) {
+        return Ok(t);
+    }
+    let folded = EventType::ALL
+        .into_iter()
+        .find(|t| t.as_str().as_bytes().eq_ignore_ascii_case(field));
+    match folded {
+        Some(t) => {
+            cleaning.set(4, Rule::IgnoreCase);
+            Ok(t)
+        }
+        None => Err((
+            RejectReason::UnknownEventType,
+            format!(
+                "event_type {} is not one of view, add_to_cart, purchase",
+                quoted(field)
+            ),
+        )),
+    }
+}
+
+/// The timestamp rules of every schema (sluice_core::values), with this table's reason.
 fn parse_timestamp(field: &[u8]) -> Result<DateTime<Utc>, RowError> {
-    let bad = |why: &str| {
+    let text = std::str::from_utf8(field).map_err(|_| {
         (
             RejectReason::BadTimestamp,
-            format!("event_time {} {why}", quoted(field)),
+            format!("event_time {} is not text", quoted(field)),
         )
-    };
-    let text = std::str::from_utf8(field).map_err(|_| bad("is not text"))?;
-    let parsed = DateTime::parse_from_rfc3339(text)
-        .map_err(|_| bad("is not an RFC 3339 timestamp such as 2026-11-25T05:40:51.123Z"))?
-        .with_timezone(&Utc);
-    // PostgreSQL has no year 0 and no leap seconds; refuse what it would refuse.
-    if !(1..=9999).contains(&parsed.year()) {
-        return Err(bad("has a year outside 0001..9999"));
-    }
-    if parsed.nanosecond() >= 1_000_000_000 {
-        return Err(bad("is a leap second, which PostgreSQL cannot store"));
-    }
-    Ok(parsed)
-}
-
-/// Writes a UTC timestamp as `YYYY-MM-DDTHH:MM:SS[.fffffffff]Z`, which PostgreSQL reads
-/// exactly (sub-microsecond digits are rounded by the server).
-fn write_timestamp(out: &mut Vec<u8>, t: &DateTime<Utc>) {
-    let n = t.naive_utc();
-    let date = n.date();
-    let time = n.time();
-    push_digits(out, date.year().unsigned_abs(), 4);
-    out.push(b'-');
-    push_digits(out, date.month(), 2);
-    out.push(b'-');
-    push_digits(out, date.day(), 2);
-    out.push(b'T');
-    push_digits(out, time.hour(), 2);
-    out.push(b':');
-    push_digits(out, time.minute(), 2);
-    out.push(b':');
-    push_digits(out, time.second(), 2);
-    let nanos = time.nanosecond();
-    if nanos != 0 {
-        out.push(b'.');
-        push_digits(out, nanos, 9);
-    }
-    out.push(b'Z');
-}
-
-fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
-    let start = out.len();
-    out.resize(start + width, b'0');
-    for slot in out[start..].iter_mut().rev() {
-        *slot = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
+    })?;
+    values::parse_timestamp(text).map_err(|e| {
+        (
+            RejectReason::BadTimestamp,
+            format!("event_time {} {e}", quoted(field)),
+        )
+    })
 }
 
 fn itoa_u32(mut value: u32, buf: &mut [u8; 10]) -> &[u8] {
@@ -353,7 +370,7 @@ fn copy_text(out: &mut Vec<u8>, value: &[u8]) {
 }
 
 /// A value for a message: quoted, lossily decoded, shortened when long.
-fn quoted(field: &[u8]) -> String {
+pub(super) fn quoted(field: &[u8]) -> String {
     format!("\"{}\"", excerpt(field, MESSAGE_EXCERPT_BYTES))
 }
 

@@ -44,6 +44,7 @@ fn rules() -> Rules {
         future_tolerance: chrono::Duration::days(30),
         collect_event_ids: false,
         max_row_bytes: 1024 * 1024,
+        schema: None,
     }
 }
 

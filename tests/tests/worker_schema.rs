@@ -1,0 +1,262 @@
+//! A declared schema (`spec.schema`) end to end against a real PostgreSQL: the worker
+//! creates the table, matches fields by header name, cleans and checks each value and
+//! stores it in the declared types; a table that does not fit keeps the worker not ready
+//! (Degraded `schema_mismatch`) until it is fixed, then loading starts by itself.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sluice_testkit::pg;
+use sluice_testkit::procs::{
+    WorkerProc, WorkerSpec, free_local_addr, http_get, metric_value, tail,
+};
+use sluice_testkit::scenario::wait_settled;
+
+fn land(dir: &Path, name: &str, text: &str) {
+    let temp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&temp, text).expect("write file");
+    std::fs::rename(&temp, dir.join(name)).expect("rename");
+}
+
+fn config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("pipeline.json");
+    let json = serde_json::json!({
+        "schema": {
+            "table": "Sensor Readings",
+            "key": "reading_id",
+            "columns": [
+                {"name": "reading_id", "type": "uuid", "clean": ["trim", "normalizeUuid"]},
+                {"name": "taken_at", "type": "timestamptz", "source": "time", "futureToleranceSeconds": 3600},
+                {"name": "site", "type": "text", "maxLength": 8, "allowed": ["north", "south"],
+                 "clean": ["trim", "ignoreCase"]},
+                {"name": "celsius", "type": "numeric", "precision": 5, "scale": 1,
+                 "min": "-90", "max": "60", "clean": ["trim", "normalizeNumber"]},
+                {"name": "ok", "type": "boolean", "default": "true", "clean": ["emptyToNull"]},
+                {"name": "samples", "type": "smallint", "nullable": true},
+                {"name": "day", "type": "date", "nullable": true},
+                {"name": "meta", "type": "jsonb", "nullable": true, "clean": ["emptyToNull"]},
+                {"name": "ratio", "type": "double", "nullable": true}
+            ]
+        }
+    });
+    std::fs::write(&path, json.to_string()).expect("config");
+    path
+}
+
+const A: &str = "0b6f3a5e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+const B: &str = "1b6f3a5e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+const C: &str = "2b6f3a5e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+
+fn spawn(
+    root: &Path,
+    db_url: &str,
+    metrics: std::net::SocketAddr,
+) -> (WorkerProc, std::path::PathBuf) {
+    let log = root.join("w-0.log");
+    let w = WorkerProc::spawn(WorkerSpec {
+        id: "w-0".into(),
+        landing: root.join("landing"),
+        checkpoint: root.join("ck"),
+        database_url: db_url.into(),
+        extra: vec![
+            "--config".into(),
+            config(root).display().to_string(),
+            "--metrics-addr".into(),
+            metrics.to_string(),
+        ],
+        log: log.clone(),
+    })
+    .expect("worker");
+    (w, log)
+}
+
+fn metrics_text(addr: std::net::SocketAddr) -> String {
+    http_get(addr, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_schema_creates_cleans_and_types_the_table() {
+    let cluster = pg::shared().await;
+    let db = cluster.create_database().await.expect("database");
+    let client = db.connect().await.expect("connect");
+    let root = tempfile::tempdir().expect("tempdir");
+    let landing = root.path().join("landing");
+    std::fs::create_dir_all(&landing).expect("landing");
+    // Header order differs from the table's and holds a field the table does not have.
+    land(
+        &landing,
+        "r-1.csv",
+        &format!(
+            "site,time,reading_id,celsius,extra,ok,samples,day,meta,ratio\n\
+             \x20North ,2026-11-25T10:00:00+02:00,urn:uuid:{A},+1_2.5,x,,7,2026-11-25,\"{{\"\"k\"\": [1, 2]}}\",6.02e23\n\
+             south,2026-11-25T10:00:00Z,{},-3,y,no,,,,\n\
+             east,2026-11-25T10:00:00Z,{C},1,z,,,,,\n\
+             south,2026-11-25T10:00:00Z,{C},61,z,,,,,\n\
+             south,2026-11-25T10:00:00Z,{C},1,z,,40000,,,\n\
+             south,2999-01-01T00:00:00Z,{C},1,z,,,,,\n",
+            B.to_uppercase()
+        ),
+    );
+    let metrics = free_local_addr();
+    let (mut w, log) = spawn(root.path(), db.url(), metrics);
+    wait_settled(&client, &landing, 1, Duration::from_secs(60), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+
+    let rows = client
+        .query(
+            "SELECT reading_id::text, taken_at = '2026-11-25T08:00:00Z', site, celsius::text, ok,
+                    samples, day::text, meta::text, ratio
+             FROM \"Sensor Readings\" ORDER BY reading_id",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("query: {e}\n{}", tail(&log, 40)));
+    assert_eq!(rows.len(), 2, "two valid rows");
+    let first = &rows[0];
+    assert_eq!(first.get::<_, String>(0), A);
+    assert!(first.get::<_, bool>(1), "the offset was applied");
+    assert_eq!(
+        first.get::<_, String>(2),
+        "north",
+        "trimmed, canonical spelling"
+    );
+    assert_eq!(
+        first.get::<_, String>(3),
+        "12.5",
+        "separator and sign removed"
+    );
+    assert!(first.get::<_, bool>(4), "the default of an empty boolean");
+    assert_eq!(first.get::<_, Option<i16>>(5), Some(7));
+    assert_eq!(
+        first.get::<_, Option<String>>(6).as_deref(),
+        Some("2026-11-25")
+    );
+    assert_eq!(
+        first.get::<_, Option<String>>(7).as_deref(),
+        Some(r#"{"k": [1, 2]}"#)
+    );
+    assert_eq!(first.get::<_, Option<f64>>(8), Some(6.02e23));
+    let second = &rows[1];
+    assert_eq!(
+        second.get::<_, String>(0),
+        B,
+        "upper-case UUID stored lower-case"
+    );
+    assert_eq!(second.get::<_, String>(3), "-3.0");
+    assert!(!second.get::<_, bool>(4));
+    assert_eq!(second.get::<_, Option<i16>>(5), None);
+    assert_eq!(second.get::<_, Option<String>>(7), None, "empty to NULL");
+
+    let rejected = client
+        .query(
+            "SELECT line_number, reason FROM quarantine ORDER BY line_number",
+            &[],
+        )
+        .await
+        .expect("quarantine");
+    let rejected: Vec<(i64, String)> = rejected.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        rejected,
+        vec![
+            (4, "not_allowed".into()),
+            (5, "out_of_range".into()),
+            (6, "out_of_range".into()),
+            (7, "future_timestamp".into()),
+        ]
+    );
+    let ledger = client
+        .query_one("SELECT rows_loaded, rows_rejected FROM sluice_files", &[])
+        .await
+        .expect("ledger");
+    assert_eq!((ledger.get::<_, i64>(0), ledger.get::<_, i64>(1)), (2, 4));
+
+    let text = metrics_text(metrics);
+    for (column, rule, n) in [
+        ("site", "trim", 1.0),
+        ("site", "ignore_case", 1.0),
+        ("celsius", "normalize_number", 1.0),
+        ("reading_id", "normalize_uuid", 1.0),
+        ("meta", "empty_to_null", 1.0),
+    ] {
+        let name = format!("sluice_rows_cleaned_total{{column=\"{column}\",rule=\"{rule}\"}}");
+        assert_eq!(metric_value(&text, &name), Some(n), "{name}\n{text}");
+    }
+    w.check_alive().expect("still running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_does_not_fit_blocks_loading_until_it_is_fixed() {
+    let cluster = pg::shared().await;
+    let db = cluster.create_database().await.expect("database");
+    let client = db.connect().await.expect("connect");
+    // celsius has the wrong type; samples is missing (nullable: added by the worker).
+    client
+        .batch_execute(
+            "CREATE TABLE \"Sensor Readings\" (reading_id uuid NOT NULL, taken_at timestamptz NOT NULL,
+                 site text NOT NULL, celsius integer NOT NULL, ok boolean NOT NULL,
+                 day date, meta jsonb, ratio double precision)",
+        )
+        .await
+        .expect("table");
+    let root = tempfile::tempdir().expect("tempdir");
+    let landing = root.path().join("landing");
+    std::fs::create_dir_all(&landing).expect("landing");
+    land(
+        &landing,
+        "r-1.csv",
+        &format!("reading_id,time,site,celsius\n{A},2026-11-25T10:00:00Z,north,1.5\n"),
+    );
+    let metrics = free_local_addr();
+    let (mut w, log) = spawn(root.path(), db.url(), metrics);
+
+    let degraded = "sluice_worker_degraded{cause=\"schema_mismatch\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        w.check_alive().expect("the worker waits, it does not exit");
+        if metric_value(&metrics_text(metrics), degraded) == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no schema_mismatch\n{}",
+            tail(&log, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = http_get(metrics, "/readyz").expect("readyz");
+    assert_ne!(status, 200, "not ready while the table does not fit");
+    let log_text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        log_text.contains("celsius"),
+        "the log names the column\n{log_text}"
+    );
+    assert!(
+        landing.join("r-1.csv").exists(),
+        "nothing is loaded meanwhile"
+    );
+
+    client
+        .batch_execute("ALTER TABLE \"Sensor Readings\" ALTER COLUMN celsius TYPE numeric(5,1)")
+        .await
+        .expect("fix");
+    wait_settled(&client, &landing, 1, Duration::from_secs(90), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    let row = client
+        .query_one(
+            "SELECT celsius::text, samples FROM \"Sensor Readings\"",
+            &[],
+        )
+        .await
+        .expect("row, with the added samples column");
+    assert_eq!(row.get::<_, String>(0), "1.5");
+    assert_eq!(row.get::<_, Option<i16>>(1), None);
+    assert_eq!(metric_value(&metrics_text(metrics), degraded), Some(0.0));
+}
