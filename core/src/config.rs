@@ -59,6 +59,55 @@ pub struct GeneratorConfig {
     /// Share of add-to-cart events followed by a purchase.
     #[schemars(range(min = 0.0, max = 1.0))]
     pub cart_to_purchase_rate: f64,
+    /// Format of the files written: `csv` (`*.csv`) or `ndjson` (`*.ndjson`).
+    pub format: OutputFormat,
+    /// Compression of the files written: `none`, `gzip` (`*.gz`) or `zstd` (`*.zst`).
+    pub compression: OutputCompression,
+}
+
+/// The format of generated files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OutputFormat {
+    /// CSV with a header line, `*.csv`.
+    #[default]
+    Csv,
+    /// One JSON object per line, `*.ndjson`.
+    Ndjson,
+}
+
+impl OutputFormat {
+    /// The file name extension, with its dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Csv => ".csv",
+            OutputFormat::Ndjson => ".ndjson",
+        }
+    }
+}
+
+/// The compression of generated files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OutputCompression {
+    /// Not compressed.
+    #[default]
+    None,
+    /// gzip, `*.gz`.
+    Gzip,
+    /// Zstandard, `*.zst`.
+    Zstd,
+}
+
+impl OutputCompression {
+    /// The file name extension added after the format's, with its dot (empty for none).
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputCompression::None => "",
+            OutputCompression::Gzip => ".gz",
+            OutputCompression::Zstd => ".zst",
+        }
+    }
 }
 
 impl Default for GeneratorConfig {
@@ -76,6 +125,8 @@ impl Default for GeneratorConfig {
             max_pending_bytes: 1 << 30,
             view_to_cart_rate: 0.3,
             cart_to_purchase_rate: 0.5,
+            format: OutputFormat::Csv,
+            compression: OutputCompression::None,
         }
     }
 }
@@ -330,6 +381,133 @@ pub fn is_plain_identifier(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
 }
 
+/// How landing files are encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum InputFormat {
+    /// From the file name: `*.csv` is CSV, `*.ndjson` and `*.jsonl` are NDJSON (before
+    /// an optional `.gz` or `.zst`).
+    #[default]
+    Auto,
+    /// CSV with a header line (docs/validation.md).
+    Csv,
+    /// Newline-delimited JSON: one JSON object per line, fields matched to columns by
+    /// name; nested objects and arrays go into `jsonb` columns as JSON text.
+    Ndjson,
+}
+
+/// How landing files are compressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum InputCompression {
+    /// From the file name: `*.gz` is gzip, `*.zst` is Zstandard, anything else is not
+    /// compressed.
+    #[default]
+    Auto,
+    /// Not compressed.
+    None,
+    /// gzip (also several concatenated gzip members).
+    Gzip,
+    /// Zstandard (also several concatenated frames).
+    Zstd,
+}
+
+/// How the workers read landing files: their format and compression. Both default to
+/// `auto` (from the file name: `events-1.csv`, `events-1.ndjson.gz`,
+/// `events-1.jsonl.zst`…). A compressed file is decoded as a stream in bounded memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SourceConfig {
+    /// `auto` (from the file name), `csv` or `ndjson`.
+    pub format: InputFormat,
+    /// `auto` (from the file name), `none`, `gzip` or `zstd`.
+    pub compression: InputCompression,
+    /// How CSV files are written: delimiter, quote character, header line.
+    pub csv: CsvOptions,
+}
+
+/// The CSV dialect of landing files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CsvOptions {
+    /// Field delimiter: one ASCII character, e.g. `,` (default), `;`, `|` or a tab.
+    #[schemars(length(min = 1, max = 1))]
+    pub delimiter: String,
+    /// Quote character: one ASCII character, `"` by default. It opens a quoted field only
+    /// at the start of a field; doubled inside one it stands for itself.
+    #[schemars(length(min = 1, max = 1))]
+    pub quote: String,
+    /// Files start with a header line (default). Without one, line 1 is data and fields
+    /// are matched to columns by position (a declared schema then needs matchBy: position).
+    pub header: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: ",".into(),
+            quote: "\"".into(),
+            header: true,
+        }
+    }
+}
+
+impl CsvOptions {
+    /// The delimiter and quote as bytes, once [`SourceConfig::validate`] passed.
+    pub fn bytes(&self) -> (u8, u8) {
+        let first = |s: &str, fallback: u8| s.bytes().next().unwrap_or(fallback);
+        (first(&self.delimiter, b','), first(&self.quote, b'"'))
+    }
+}
+
+impl SourceConfig {
+    /// Checks what the schema cannot express; returns the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let csv = &self.csv;
+        for (field, value) in [
+            ("source.csv.delimiter", &csv.delimiter),
+            ("source.csv.quote", &csv.quote),
+        ] {
+            let ok = value.len() == 1 && value.is_ascii() && !matches!(value.as_str(), "\n" | "\r");
+            if !ok {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{value:?} must be exactly one ASCII character other than a line break"
+                    ),
+                ));
+            }
+        }
+        if csv.delimiter == csv.quote {
+            return Err(invalid(
+                "source.csv",
+                "delimiter and quote must be different characters",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The format of the landing file `name`: the configured one, or (auto) the one its
+    /// name says; None when auto cannot tell (not a landing file name).
+    pub fn format_of(&self, name: &str) -> Option<InputFormat> {
+        match self.format {
+            InputFormat::Auto => crate::landing::suffix_of(name).map(|s| s.format),
+            f => Some(f),
+        }
+    }
+
+    /// The compression of the landing file `name`: the configured one, or (auto) the one
+    /// its name says (`None` when it names none).
+    pub fn compression_of(&self, name: &str) -> InputCompression {
+        match self.compression {
+            InputCompression::Auto => {
+                crate::landing::suffix_of(name).map_or(InputCompression::None, |s| s.compression)
+            }
+            c => c,
+        }
+    }
+}
+
 /// Everything a pipeline's pods need besides credentials; the operator writes it into
 /// the pipeline's ConfigMap as JSON and the pods read it with `--config`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -342,6 +520,13 @@ pub struct PipelineConfig {
     pub worker: WorkerConfig,
     pub tables: TableNames,
     pub sslmode: SslMode,
+    /// The format and compression of landing files (default: both from the file name).
+    pub source: SourceConfig,
+    /// PostgreSQL schema (namespace) of every table the workers use: the target table,
+    /// quarantine and the ledger. Every session sets its search_path to exactly this
+    /// schema, and the worker creates it when missing. Unset: the connection's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_schema: Option<String>,
     /// The target table's columns, cleaning and rules (see docs/schema.md). Unset: the
     /// built-in e-commerce table named by `tables.events`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -359,6 +544,8 @@ impl Default for PipelineConfig {
             worker: WorkerConfig::default(),
             tables: TableNames::default(),
             sslmode: SslMode::default(),
+            source: SourceConfig::default(),
+            postgres_schema: None,
             schema: None,
         }
     }
@@ -381,12 +568,27 @@ impl PipelineConfig {
         validate_pipeline_id(&self.pipeline)?;
         self.worker.validate()?;
         self.tables.validate()?;
+        self.source.validate()?;
+        self.validate_postgres_schema()?;
         self.validate_schema()
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.generator.validate()?;
         self.validate_for_worker()
+    }
+
+    fn validate_postgres_schema(&self) -> Result<(), ConfigError> {
+        let Some(name) = &self.postgres_schema else {
+            return Ok(());
+        };
+        if name.is_empty() || name.len() > 63 || name.contains('\0') || name.starts_with("pg_") {
+            return Err(invalid(
+                "postgres.schema",
+                format!("{name:?} must be 1-63 bytes, without NUL, not starting with pg_"),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_schema(&self) -> Result<(), ConfigError> {
@@ -400,6 +602,12 @@ impl PipelineConfig {
             return Err(invalid(
                 "schema.table",
                 "must differ from tables.quarantine",
+            ));
+        }
+        if !self.source.csv.header && schema.match_by == crate::schema::MatchBy::Header {
+            return Err(invalid(
+                "schema.matchBy",
+                "files without a header line (source.csv.header: false) need matchBy: position",
             ));
         }
         if self.worker.dedupe_by_event_id && schema.key.is_none() {
@@ -450,6 +658,35 @@ mod tests {
     }
 
     #[test]
+    fn csv_dialect_is_one_ascii_character_each_and_headerless_needs_position() {
+        let mut cfg: PipelineConfig =
+            serde_json::from_str(r#"{"source": {"csv": {"delimiter": ";", "quote": "'"}}}"#)
+                .expect("parse");
+        cfg.validate_for_worker().expect("valid");
+        assert_eq!(cfg.source.csv.bytes(), (b';', b'\''));
+        for (delimiter, quote) in [(",,", "\""), ("\n", "\""), ("é", "\""), (",", ",")] {
+            cfg.source.csv.delimiter = delimiter.into();
+            cfg.source.csv.quote = quote.into();
+            let e = cfg.validate_for_worker().expect_err("invalid dialect");
+            assert!(e.field.starts_with("source.csv"), "{e}");
+        }
+        cfg.source.csv = CsvOptions {
+            header: false,
+            ..CsvOptions::default()
+        };
+        cfg.schema = Some(crate::schema::TableSchema {
+            match_by: crate::schema::MatchBy::Header,
+            ..crate::schema::TableSchema::ecommerce("t", 0)
+        });
+        assert_eq!(
+            cfg.validate_for_worker()
+                .expect_err("header matching")
+                .field,
+            "schema.matchBy"
+        );
+    }
+
+    #[test]
     fn bad_share_names_the_field() {
         let cfg = GeneratorConfig {
             bad_row_share: 1.5,
@@ -471,6 +708,31 @@ mod tests {
         assert!(!is_plain_identifier("Events"));
         assert!(!is_plain_identifier("1events"));
         assert!(!is_plain_identifier(""));
+    }
+
+    #[test]
+    fn source_defaults_to_auto_and_reads_camel_case() {
+        let cfg: PipelineConfig =
+            serde_json::from_str(r#"{"source":{"format":"ndjson"}}"#).expect("parse");
+        assert_eq!(cfg.source.format, InputFormat::Ndjson);
+        assert_eq!(cfg.source.compression, InputCompression::Auto);
+        assert_eq!(cfg.source.format_of("a.csv.gz"), Some(InputFormat::Ndjson));
+        assert_eq!(
+            cfg.source.compression_of("a.csv.gz"),
+            InputCompression::Gzip
+        );
+        let auto = SourceConfig::default();
+        assert_eq!(auto.format_of("a.jsonl.zst"), Some(InputFormat::Ndjson));
+        assert_eq!(auto.compression_of("a.jsonl.zst"), InputCompression::Zstd);
+        assert_eq!(auto.format_of("a.csv"), Some(InputFormat::Csv));
+        assert_eq!(auto.compression_of("a.csv"), InputCompression::None);
+        assert_eq!(auto.format_of("a.txt"), None);
+        let forced = SourceConfig {
+            compression: InputCompression::None,
+            ..SourceConfig::default()
+        };
+        assert_eq!(forced.compression_of("a.csv.gz"), InputCompression::None);
+        assert!(serde_json::from_str::<SourceConfig>(r#"{"format":"xml"}"#).is_err());
     }
 
     #[test]

@@ -46,10 +46,13 @@ pub enum RejectReason {
     OutOfRange,
     /// Declared schemas: a value is not one of the column's allowed values.
     NotAllowed,
+    /// NDJSON input: the line is not one JSON object (broken JSON, another JSON value,
+    /// text after the object, or a column's key given twice).
+    BadJson,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 19] = [
         RejectReason::WrongColumnCount,
         RejectReason::InvalidUtf8,
         RejectReason::FieldTooLong,
@@ -68,6 +71,7 @@ impl RejectReason {
         RejectReason::BadValue,
         RejectReason::OutOfRange,
         RejectReason::NotAllowed,
+        RejectReason::BadJson,
     ];
 
     /// The stable machine-readable code.
@@ -91,6 +95,7 @@ impl RejectReason {
             RejectReason::BadValue => "bad_value",
             RejectReason::OutOfRange => "out_of_range",
             RejectReason::NotAllowed => "not_allowed",
+            RejectReason::BadJson => "bad_json",
         }
     }
 

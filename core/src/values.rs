@@ -8,6 +8,8 @@
 //! refuses what PostgreSQL would take) are listed in docs/schema-values.md, and
 //! tests/tests/values_vs_postgres.rs checks all of this against a real PostgreSQL.
 
+use std::io::Write as _;
+
 use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use uuid::Uuid;
 
@@ -79,7 +81,10 @@ pub fn write_copy(ty: &ColumnType, v: &Value, out: &mut Vec<u8>) {
             out.extend_from_slice(u.hyphenated().encode_lower(&mut buf).as_bytes());
         }
         Value::Text(s) | Value::Json(s) => copy_escape(out, s.as_bytes()),
-        Value::Integer(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Integer(i) => {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{i}");
+        }
         Value::Numeric(n) => {
             let scale = match ty {
                 ColumnType::Numeric(ns) => ns.scale,
@@ -88,15 +93,26 @@ pub fn write_copy(ty: &ColumnType, v: &Value, out: &mut Vec<u8>) {
             write_scaled(out, *n, scale);
         }
         // Shortest text that reads back as the same double.
-        Value::Double(d) => out.extend_from_slice(format!("{d:e}").as_bytes()),
+        Value::Double(d) => {
+            let _ = write!(out, "{d:e}");
+        }
         Value::Boolean(b) => out.push(if *b { b't' } else { b'f' }),
-        Value::Date(d) => out.extend_from_slice(d.format("%Y-%m-%d").to_string().as_bytes()),
+        Value::Date(d) => {
+            let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+        }
         Value::Timestamp(t) => write_timestamp(out, t),
     }
 }
 
 /// Appends `bytes` with COPY text escapes (backslash, tab, line breaks).
 pub fn copy_escape(out: &mut Vec<u8>, bytes: &[u8]) {
+    if !bytes
+        .iter()
+        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for &b in bytes {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
@@ -194,11 +210,10 @@ fn write_scaled(out: &mut Vec<u8>, v: i128, scale: u32) {
     }
     let abs = v.unsigned_abs();
     let pow = 10u128.pow(scale);
-    out.extend_from_slice((abs / pow).to_string().as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}", abs / pow);
     if scale > 0 {
-        let frac = format!("{:0width$}", abs % pow, width = scale as usize);
-        out.push(b'.');
-        out.extend_from_slice(frac.as_bytes());
+        let _ = write!(out, ".{:0width$}", abs % pow, width = scale as usize);
     }
 }
 

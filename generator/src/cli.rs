@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Datelike, Utc};
 use clap::Parser;
 use serde::de::DeserializeOwned;
-use sluice_core::config::{ConfigError, GeneratorConfig};
+use sluice_core::config::{ConfigError, GeneratorConfig, OutputCompression, OutputFormat};
 use sluice_core::telemetry::LogFormat;
 use thiserror::Error;
 
@@ -61,6 +61,23 @@ fn parse_share(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} must be a number from 0.0 to 1.0")),
+    }
+}
+
+fn parse_format(s: &str) -> Result<OutputFormat, String> {
+    match s {
+        "csv" => Ok(OutputFormat::Csv),
+        "ndjson" => Ok(OutputFormat::Ndjson),
+        _ => Err(format!("{s:?} must be csv or ndjson")),
+    }
+}
+
+fn parse_compression(s: &str) -> Result<OutputCompression, String> {
+    match s {
+        "none" => Ok(OutputCompression::None),
+        "gzip" => Ok(OutputCompression::Gzip),
+        "zstd" => Ok(OutputCompression::Zstd),
+        _ => Err(format!("{s:?} must be none, gzip or zstd")),
     }
 }
 
@@ -131,13 +148,13 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub total_files: Option<u64>,
 
-    /// Pause while the landing directory holds this many unprocessed *.csv files.
+    /// Pause while the landing directory holds this many unprocessed landing files.
     /// [default: 1000]
     #[arg(long, env = "SLUICE_GENERATOR_MAX_PENDING_FILES", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending_files: Option<u64>,
 
-    /// Pause while the unprocessed *.csv files hold this many bytes. [default: 1073741824]
+    /// Pause while the unprocessed landing files hold this many bytes. [default: 1073741824]
     #[arg(long, env = "SLUICE_GENERATOR_MAX_PENDING_BYTES", value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending_bytes: Option<u64>,
@@ -151,6 +168,16 @@ pub struct Args {
     #[arg(long, env = "SLUICE_GENERATOR_CART_TO_PURCHASE_RATE", value_name = "RATE",
           value_parser = parse_share)]
     pub cart_to_purchase_rate: Option<f64>,
+
+    /// Format of the files: csv (`*.csv`, with a header line) or ndjson (`*.ndjson`,
+    /// one JSON object per line, keys named like the CSV header). [default: csv]
+    #[arg(long, env = "SLUICE_GENERATOR_FORMAT", value_name = "FORMAT", value_parser = parse_format)]
+    pub format: Option<OutputFormat>,
+
+    /// Compression of the files: none, gzip (adds `.gz`) or zstd (adds `.zst`).
+    /// [default: none]
+    #[arg(long, env = "SLUICE_GENERATOR_COMPRESS", value_name = "KIND", value_parser = parse_compression)]
+    pub compress: Option<OutputCompression>,
 
     /// Time of the first event, RFC 3339 (e.g. 2026-11-25T00:00:00Z). Event times then
     /// advance by 1/events-per-second each (1 µs when unthrottled), independent of the
@@ -228,6 +255,12 @@ impl Args {
             view_to_cart_rate,
             cart_to_purchase_rate,
         );
+        if let Some(v) = self.format {
+            cfg.format = v;
+        }
+        if let Some(v) = self.compress {
+            cfg.compression = v;
+        }
         if self.total_rows.is_some() {
             cfg.total_rows = self.total_rows;
         }

@@ -1,6 +1,7 @@
 //! The Sluice event generator as a library (the binary is a thin CLI over it).
 //!
-//! [`run`] writes synthetic e-commerce events as CSV files into a landing directory:
+//! [`run`] writes synthetic e-commerce events as CSV or NDJSON files (optionally gzip or
+//! zstd compressed) into a landing directory:
 //! sessions of users walk a view → add_to_cart → purchase funnel over a seeded catalogue
 //! with Zipf-like product popularity ([`traffic`], [`catalogue`]); a configurable share
 //! of rows carries one of eight defects ([`defects`]), another share is messy but valid

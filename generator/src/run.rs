@@ -19,7 +19,7 @@ use crate::error::GeneratorError;
 use crate::messy::MessyDraw;
 use crate::metrics::Metrics;
 use crate::traffic::Traffic;
-use crate::writer::{FileStats, LandingFile, Manifest, remove_stale_temp_files};
+use crate::writer::{Encoding, FileStats, LandingFile, Manifest, remove_stale_temp_files};
 
 /// Simulated event rate when writing unthrottled (`events_per_second` = 0): event times
 /// advance by 1 µs per event.
@@ -298,8 +298,14 @@ pub fn run(
                 }
             }
             let first_ns = clock.now_ns();
-            let file = LandingFile::create(dir, &name_stamp(first_ns), seq, opts.fsync)?;
+            let encoding = Encoding {
+                format: cfg.format,
+                compression: cfg.compression,
+            };
+            let file =
+                LandingFile::create_with(dir, &name_stamp(first_ns), seq, opts.fsync, encoding)?;
             stats.clear();
+            stats.ndjson = cfg.format == sluice_core::config::OutputFormat::Ndjson;
             current = Some((file, first_ns));
         }
         let Some((file, first_ns)) = current.as_mut() else {

@@ -1,7 +1,12 @@
 //! Landing files appear atomically: rows go to a dot-prefixed temporary file in the
-//! landing directory, which is fsync'd and then renamed to its final `*.csv` name, and
-//! the directory is fsync'd so the rename survives a crash. A killed generator leaves at
-//! most a `.events-*.csv.tmp` file, which the next start removes.
+//! landing directory, which is fsync'd and then renamed to its final name (`*.csv`, or
+//! `*.ndjson`, optionally followed by `.gz` or `.zst`), and the directory is fsync'd so
+//! the rename survives a crash. A killed generator leaves at most a `.events-*.tmp`
+//! file, which the next start removes.
+//!
+//! NDJSON files are written by turning each generated CSV row into one JSON object with
+//! the header's names as keys ([`csv_line_to_json`]); a compressed file is compressed
+//! as it is written.
 //!
 //! Also the manifest: one JSON line per finished file.
 
@@ -12,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use sluice_core::HEADER;
+use sluice_core::RejectReason;
+use sluice_core::config::{OutputCompression, OutputFormat};
 
 use crate::defects::DefectKind;
 use crate::error::GeneratorError;
@@ -20,7 +27,7 @@ use crate::messy::{MessyKind, MessyLine};
 /// Prefix of the temporary files this generator writes.
 pub const TEMP_PREFIX: &str = ".events-";
 /// Suffix of the temporary files this generator writes.
-pub const TEMP_SUFFIX: &str = ".csv.tmp";
+pub const TEMP_SUFFIX: &str = ".tmp";
 
 /// Rows are encoded into a buffer of about this size, then written with one call.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -29,9 +36,124 @@ const WRITE_CHUNK: usize = 1 << 20;
 /// already taken (e.g. a restart within the same second as a previous run).
 const NAME_ATTEMPTS: u64 = 1_000;
 
-/// The final name of a landing file.
+/// The final name of a plain CSV landing file.
 pub fn file_name(first_event: &str, seq: u64) -> String {
-    format!("events-{first_event}-{seq:08}.csv")
+    file_name_with(first_event, seq, Encoding::default())
+}
+
+/// The final name of a landing file written with `encoding`.
+pub fn file_name_with(first_event: &str, seq: u64, encoding: Encoding) -> String {
+    format!(
+        "events-{first_event}-{seq:08}{}{}",
+        encoding.format.extension(),
+        encoding.compression.extension()
+    )
+}
+
+/// How files are written: format and compression.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Encoding {
+    pub format: OutputFormat,
+    pub compression: OutputCompression,
+}
+
+/// Where the bytes of a file go: straight to it, or through a compressor.
+enum Sink {
+    Plain(File),
+    Gzip(flate2::write::GzEncoder<File>),
+    Zstd(zstd::stream::write::Encoder<'static, File>),
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sink::Plain(_) => "Plain",
+            Sink::Gzip(_) => "Gzip",
+            Sink::Zstd(_) => "Zstd",
+        })
+    }
+}
+
+impl Sink {
+    fn new(file: File, compression: OutputCompression) -> io::Result<Sink> {
+        Ok(match compression {
+            OutputCompression::None => Sink::Plain(file),
+            OutputCompression::Gzip => Sink::Gzip(flate2::write::GzEncoder::new(
+                file,
+                flate2::Compression::fast(),
+            )),
+            OutputCompression::Zstd => Sink::Zstd(zstd::stream::write::Encoder::new(file, 3)?),
+        })
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Plain(f) => f.write_all(bytes),
+            Sink::Gzip(e) => e.write_all(bytes),
+            Sink::Zstd(e) => e.write_all(bytes),
+        }
+    }
+
+    /// Ends the compressed stream; the file back.
+    fn finish(self) -> io::Result<File> {
+        match self {
+            Sink::Plain(f) => Ok(f),
+            Sink::Gzip(e) => e.finish(),
+            Sink::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+/// Appends the CSV line `line` (a generated row: plain fields, no quotes, ending in
+/// `\n`) to `out` as one JSON object line with the header's names as keys. Fields that
+/// are plain JSON numbers are written as numbers, the others as strings (their bytes as
+/// they are, so a non-UTF-8 defect stays non-UTF-8). A row with another number of
+/// fields than the header (the wrong-column-count defect) is written as an object that
+/// never closes: a broken JSON line, rejected as `bad_json`.
+pub fn csv_line_to_json(line: &[u8], out: &mut Vec<u8>) {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let fields: Vec<&[u8]> = line.split(|b| *b == b',').collect();
+    let names = sluice_core::event::HEADER_FIELDS;
+    out.push(b'{');
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(names.get(i).copied().unwrap_or("extra").as_bytes());
+        out.extend_from_slice(b"\":");
+        if is_json_number(field) {
+            out.extend_from_slice(field);
+        } else {
+            out.push(b'"');
+            for &b in *field {
+                match b {
+                    b'"' => out.extend_from_slice(b"\\\""),
+                    b'\\' => out.extend_from_slice(b"\\\\"),
+                    0..0x20 => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                    _ => out.push(b),
+                }
+            }
+            out.push(b'"');
+        }
+    }
+    if fields.len() == names.len() {
+        out.push(b'}');
+    }
+    out.push(b'\n');
+}
+
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`: a number JSON accepts, written as the CSV has it.
+fn is_json_number(field: &[u8]) -> bool {
+    let digits = field.strip_prefix(b"-").unwrap_or(field);
+    let (int, frac) = match digits.iter().position(|b| *b == b'.') {
+        Some(dot) => (&digits[..dot], Some(&digits[dot + 1..])),
+        None => (digits, None),
+    };
+    !int.is_empty()
+        && int.iter().all(u8::is_ascii_digit)
+        && (int.len() == 1 || int[0] != b'0')
+        && frac.is_none_or(|f| !f.is_empty() && f.iter().all(u8::is_ascii_digit))
 }
 
 /// Removes stale temporary files of a previous (killed) run. Returns how many.
@@ -61,9 +183,13 @@ pub struct LandingFile {
     stamp: String,
     seq: u64,
     temp_path: PathBuf,
-    file: File,
+    sink: Sink,
+    encoding: Encoding,
     buf: Vec<u8>,
-    bytes: u64,
+    /// Where the row being written starts in `buf` (NDJSON rows are converted there).
+    row_start: usize,
+    /// Scratch space for one NDJSON line.
+    json: Vec<u8>,
     fsync: bool,
 }
 
@@ -84,24 +210,47 @@ impl LandingFile {
         seq: u64,
         fsync: bool,
     ) -> Result<LandingFile, GeneratorError> {
-        let temp_path = dir.join(format!("{TEMP_PREFIX}{stamp}-{seq:08}{TEMP_SUFFIX}"));
+        LandingFile::create_with(dir, stamp, seq, fsync, Encoding::default())
+    }
+
+    /// Creates the temporary file of a file written with `encoding` (and, for CSV,
+    /// writes the header).
+    pub fn create_with(
+        dir: &Path,
+        stamp: &str,
+        seq: u64,
+        fsync: bool,
+        encoding: Encoding,
+    ) -> Result<LandingFile, GeneratorError> {
+        let ext = format!(
+            "{}{}",
+            encoding.format.extension(),
+            encoding.compression.extension()
+        );
+        let temp_path = dir.join(format!("{TEMP_PREFIX}{stamp}-{seq:08}{ext}{TEMP_SUFFIX}"));
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&temp_path)
             .map_err(|e| GeneratorError::io("creating", &temp_path, e))?;
+        let sink = Sink::new(file, encoding.compression)
+            .map_err(|e| GeneratorError::io("creating", &temp_path, e))?;
         let mut buf = Vec::with_capacity(WRITE_CHUNK + 4096);
-        buf.extend_from_slice(HEADER.as_bytes());
-        buf.push(b'\n');
+        if encoding.format == OutputFormat::Csv {
+            buf.extend_from_slice(HEADER.as_bytes());
+            buf.push(b'\n');
+        }
         Ok(LandingFile {
             dir: dir.to_path_buf(),
             stamp: stamp.to_string(),
             seq,
             temp_path,
-            file,
+            sink,
+            encoding,
+            row_start: buf.len(),
             buf,
-            bytes: 0,
+            json: Vec::new(),
             fsync,
         })
     }
@@ -113,32 +262,47 @@ impl LandingFile {
 
     /// Writes the buffer out once it is large enough.
     pub fn row_done(&mut self) -> Result<(), GeneratorError> {
+        if self.encoding.format == OutputFormat::Ndjson {
+            self.json.clear();
+            csv_line_to_json(&self.buf[self.row_start..], &mut self.json);
+            self.buf.truncate(self.row_start);
+            self.buf.extend_from_slice(&self.json);
+        }
         if self.buf.len() >= WRITE_CHUNK {
             self.flush()?;
         }
+        self.row_start = self.buf.len();
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), GeneratorError> {
-        self.file
+        self.sink
             .write_all(&self.buf)
             .map_err(|e| GeneratorError::io("writing", &self.temp_path, e))?;
-        self.bytes += self.buf.len() as u64;
         self.buf.clear();
+        self.row_start = 0;
         Ok(())
     }
 
     /// Flushes and fsyncs the file, renames it to its final name and fsyncs the directory.
     pub fn finish(mut self) -> Result<Finished, GeneratorError> {
         self.flush()?;
+        let file = self
+            .sink
+            .finish()
+            .map_err(|e| GeneratorError::io("writing", &self.temp_path, e))?;
         if self.fsync {
-            self.file
-                .sync_all()
+            file.sync_all()
                 .map_err(|e| GeneratorError::io("syncing", &self.temp_path, e))?;
         }
+        let bytes = file
+            .metadata()
+            .map_err(|e| GeneratorError::io("reading the size of", &self.temp_path, e))?
+            .len();
+        drop(file);
         let mut seq = self.seq;
         let (name, path) = loop {
-            let name = file_name(&self.stamp, seq);
+            let name = file_name_with(&self.stamp, seq, self.encoding);
             let path = self.dir.join(&name);
             // Only this process writes these names, so checking first is race-free
             // enough; it never overwrites a pending file of an earlier run.
@@ -155,16 +319,12 @@ impl LandingFile {
         if self.fsync {
             sync_dir(&self.dir)?;
         }
-        Ok(Finished {
-            name,
-            bytes: self.bytes,
-            seq,
-        })
+        Ok(Finished { name, bytes, seq })
     }
 
     /// Removes the temporary file (nothing becomes visible).
     pub fn discard(self) -> Result<(), GeneratorError> {
-        drop(self.file);
+        drop(self.sink);
         fs::remove_file(&self.temp_path)
             .map_err(|e| GeneratorError::io("removing", &self.temp_path, e))
     }
@@ -203,9 +363,17 @@ pub struct FileStats {
     pub bad_lines: Vec<(u64, DefectKind)>,
     pub messy_by_kind: [u64; MessyKind::ALL.len()],
     pub messy_lines: Vec<MessyLine>,
+    /// The file is NDJSON: no header line (the first row is line 1), and a
+    /// wrong-column-count row is a broken JSON line (`bad_json`).
+    pub ndjson: bool,
 }
 
 impl FileStats {
+    /// Lines before the first row.
+    fn header_lines(&self) -> u64 {
+        u64::from(!self.ndjson)
+    }
+
     pub fn clear(&mut self) {
         self.rows = 0;
         self.bad_by_kind = [0; DefectKind::ALL.len()];
@@ -217,8 +385,8 @@ impl FileStats {
     /// Marks the row just recorded as messy.
     pub fn record_messy(&mut self, kind: MessyKind, mut line: MessyLine) {
         self.messy_by_kind[kind.index()] += 1;
-        // Line 1 is the header.
-        line.line = self.rows + 1;
+        // Line 1 is the header (CSV).
+        line.line = self.rows + self.header_lines();
         self.messy_lines.push(line);
     }
 
@@ -231,8 +399,8 @@ impl FileStats {
         self.rows += 1;
         if let Some(kind) = defect {
             self.bad_by_kind[kind.index()] += 1;
-            // Line 1 is the header.
-            self.bad_lines.push((self.rows + 1, kind));
+            // Line 1 is the header (CSV).
+            self.bad_lines.push((self.rows + self.header_lines(), kind));
         }
     }
 
@@ -253,7 +421,13 @@ impl FileStats {
             bad_lines: self
                 .bad_lines
                 .iter()
-                .map(|(line, kind)| (*line, kind.reject_reason().code()))
+                .map(|(line, kind)| {
+                    let reason = match kind {
+                        DefectKind::WrongColumnCount if self.ndjson => RejectReason::BadJson,
+                        k => k.reject_reason(),
+                    };
+                    (*line, reason.code())
+                })
                 .collect(),
             messy_rows: MessyKind::ALL
                 .into_iter()
@@ -302,6 +476,89 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn csv_rows_become_json_objects() {
+        let mut out = Vec::new();
+        csv_line_to_json(
+            b"id-1,2026-11-25T00:00:00.000Z,7,ab,view,007,  Books ,19.99,-1\n",
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            r#"{"event_id":"id-1","event_time":"2026-11-25T00:00:00.000Z","user_id":7,"session_id":"ab","event_type":"view","product_id":"007","category":"  Books ","price":19.99,"quantity":-1}"#
+                .to_owned()
+                + "\n"
+        );
+        let mut out = Vec::new();
+        csv_line_to_json(b"a\"b\\,2,3,4,5,6,7,8,9,10\n", &mut out);
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(text.starts_with(r#"{"event_id":"a\"b\\","#), "{text}");
+        assert!(text.ends_with("\"extra\":10\n"), "{text}");
+        assert!(serde_json::from_str::<serde_json::Value>(text.trim_end()).is_err());
+        let mut out = Vec::new();
+        csv_line_to_json(b"x,\xff\xfe,1,,5,6,7,8,9\n", &mut out);
+        assert!(
+            out.windows(2).any(|w| w == b"\xff\xfe"),
+            "bytes kept as they are"
+        );
+    }
+
+    #[test]
+    fn compressed_ndjson_files_decode_to_one_object_per_line() {
+        for compression in [OutputCompression::Gzip, OutputCompression::Zstd] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let encoding = Encoding {
+                format: OutputFormat::Ndjson,
+                compression,
+            };
+            let mut f = LandingFile::create_with(dir.path(), "20261125T000000Z", 1, true, encoding)
+                .expect("create");
+            for i in 0..3 {
+                f.buffer()
+                    .extend_from_slice(format!("id-{i},t,1,s,view,2,c,1.50,1\n").as_bytes());
+                f.row_done().expect("row");
+            }
+            let done = f.finish().expect("finish");
+            let file = fs::File::open(dir.path().join(&done.name)).expect("open");
+            assert_eq!(done.bytes, file.metadata().expect("meta").len());
+            let mut text = String::new();
+            match compression {
+                OutputCompression::Gzip => {
+                    assert!(done.name.ends_with(".ndjson.gz"));
+                    flate2::read::GzDecoder::new(file).read_to_string(&mut text)
+                }
+                _ => {
+                    assert!(done.name.ends_with(".ndjson.zst"));
+                    zstd::stream::read::Decoder::new(file)
+                        .expect("zstd")
+                        .read_to_string(&mut text)
+                }
+            }
+            .expect("decode");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 3);
+            for (i, line) in lines.iter().enumerate() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("json");
+                assert_eq!(v["event_id"], format!("id-{i}"));
+                assert_eq!(v["price"].to_string(), "1.5");
+            }
+        }
+    }
+
+    #[test]
+    fn ndjson_manifest_lines_start_at_one_and_extra_columns_are_bad_json() {
+        let mut s = FileStats {
+            ndjson: true,
+            ..FileStats::default()
+        };
+        s.record(Some(DefectKind::WrongColumnCount));
+        s.record(None);
+        s.record(Some(DefectKind::NonUtf8));
+        let e = s.entry("f.ndjson".into());
+        assert_eq!(e.bad_lines, vec![(1, "bad_json"), (3, "invalid_utf8")]);
+    }
 
     #[test]
     fn finish_makes_the_file_visible_under_its_name() {

@@ -128,6 +128,8 @@ pub fn pipeline_config(ipl: &IngestPipeline) -> PipelineConfig {
         worker: ipl.spec.worker.config.clone(),
         tables: ipl.spec.postgres.tables.clone(),
         sslmode: ipl.spec.postgres.sslmode,
+        source: ipl.spec.source.clone(),
+        postgres_schema: ipl.spec.postgres.schema.clone(),
         schema: ipl.spec.schema.clone(),
     }
 }

@@ -84,6 +84,11 @@ pub struct IngestPipelineSpec {
     pub checkpoints: CheckpointSpec,
     /// Where the rows go.
     pub postgres: PostgresSpec,
+    /// How the workers read landing files: `format` (auto, csv or ndjson) and
+    /// `compression` (auto, none, gzip or zstd). Both default to auto: from the file name
+    /// (`*.csv`, `*.ndjson`, `*.jsonl`, each optionally followed by `.gz` or `.zst`).
+    #[serde(default)]
+    pub source: sluice_core::config::SourceConfig,
     /// The target table: its columns, their types, the cleaning applied before
     /// validation, and the rules each value must meet (docs/schema.md). Unset: the
     /// built-in e-commerce `events` table.
@@ -248,6 +253,11 @@ pub struct PostgresSpec {
     /// Names of the destination tables.
     #[serde(default)]
     pub tables: TableNames,
+    /// PostgreSQL schema (namespace) of every table the pipeline uses: target table,
+    /// quarantine and ledger. Each session sets its search_path to exactly this schema,
+    /// and the workers create it when missing. Unset: the connection's default schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
 }
 
 /// Image pull policy of the pods.

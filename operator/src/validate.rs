@@ -53,6 +53,11 @@ pub fn validate(ipl: &IngestPipeline) -> Result<(), String> {
             );
         }
     }
+    // Everything the pods check at start (source dialect, postgres.schema, the schema
+    // against the tables and dedupe), so a bad resource is refused here, not in a pod.
+    crate::children::pipeline_config(ipl)
+        .validate_for_worker()
+        .map_err(|e| field_error("spec", &e))?;
     if !(1..=64).contains(&spec.worker.replicas) {
         return Err(format!(
             "spec.worker.replicas is {}: use 1 to 64 (spec.suspend: true scales to zero)",
@@ -224,6 +229,31 @@ mod tests {
         let msg = validate(&ipl).expect_err("tables");
         assert!(msg.contains("spec.postgres.tables"), "{msg}");
         assert!(msg.contains("must differ"), "{msg}");
+    }
+
+    #[test]
+    fn schema_source_and_postgres_schema_problems_name_the_field() {
+        let mut ipl = sample("shop");
+        ipl.spec.schema = Some(sluice_core::schema::TableSchema::ecommerce("orders", 60));
+        assert_eq!(validate(&ipl), Ok(()));
+        if let Some(s) = ipl.spec.schema.as_mut() {
+            s.columns[7].precision = None;
+        }
+        let msg = validate(&ipl).expect_err("numeric without precision");
+        assert!(
+            msg.starts_with("spec.schema") && msg.contains("\"price\""),
+            "{msg}"
+        );
+
+        let mut ipl = sample("shop");
+        ipl.spec.source.csv.delimiter = "\n".into();
+        let msg = validate(&ipl).expect_err("delimiter");
+        assert!(msg.starts_with("spec.source.csv.delimiter"), "{msg}");
+
+        let mut ipl = sample("shop");
+        ipl.spec.postgres.schema = Some("pg_catalog".into());
+        let msg = validate(&ipl).expect_err("reserved schema");
+        assert!(msg.starts_with("spec.postgres.schema"), "{msg}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (`pg`), a throwaway kube-apiserver + etcd + controller-manager (`kube_env`), and
 //! helpers to find and run the workspace's binaries (`bins`).
 
+pub mod bench_formats;
 pub mod bins;
 pub mod kube_env;
 pub mod pg;

@@ -88,7 +88,7 @@ impl Dataset {
     }
 }
 
-/// Waits until the ledger holds `files` files and the landing zone has no `*.csv` left.
+/// Waits until the ledger holds `files` files and the landing zone has no landing file left.
 pub async fn wait_settled(
     client: &tokio_postgres::Client,
     landing: &Path,
@@ -108,7 +108,9 @@ pub async fn wait_settled(
         };
         let left = std::fs::read_dir(landing)?
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".csv"))
+            .filter(|e| {
+                sluice_core::landing::is_landing_file_name(&e.file_name().to_string_lossy())
+            })
             .count();
         if in_ledger == files as i64 && left == 0 {
             return Ok(());

@@ -245,16 +245,23 @@ pub fn expected(manifest: &[ManifestFile], files_dir: &Path) -> Result<Expected>
                 .insert((m.file.clone(), *line as i64), reason.clone());
         }
         let path = files_dir.join(&m.file);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let (bytes, ndjson) =
+            read_decoded(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut valid_here = 0u64;
         for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
             let line_no = i as u64 + 1;
-            if line_no == 1 || raw.is_empty() || bad.contains(&line_no) {
+            if (line_no == 1 && !ndjson) || raw.is_empty() || bad.contains(&line_no) {
                 continue;
             }
             let (id, mut values) = std::str::from_utf8(raw)
                 .context("not UTF-8")
-                .and_then(EventValues::parse_line)
+                .and_then(|line| {
+                    if ndjson {
+                        EventValues::parse_line(&json_line_to_csv(line)?)
+                    } else {
+                        EventValues::parse_line(line)
+                    }
+                })
                 .with_context(|| format!("{}:{line_no}: a valid line that is not", m.file))?;
             if let Some(messy) = messy.get(&line_no) {
                 messy
@@ -284,6 +291,50 @@ pub fn expected(manifest: &[ManifestFile], files_dir: &Path) -> Result<Expected>
         }
     }
     Ok(exp)
+}
+
+/// The decompressed content of a generated file (by its suffix) and whether it is NDJSON.
+pub fn read_decoded(path: &Path) -> Result<(Vec<u8>, bool)> {
+    use std::io::Read;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let suffix = sluice_core::landing::suffix_of(&name)
+        .with_context(|| format!("{name} is not a landing file name"))?;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    match suffix.compression {
+        sluice_core::config::InputCompression::Gzip => {
+            flate2::read::MultiGzDecoder::new(file).read_to_end(&mut bytes)?;
+        }
+        sluice_core::config::InputCompression::Zstd => {
+            zstd::stream::read::Decoder::new(file)?.read_to_end(&mut bytes)?;
+        }
+        _ => {
+            std::io::BufReader::new(file).read_to_end(&mut bytes)?;
+        }
+    }
+    Ok((
+        bytes,
+        suffix.format == sluice_core::config::InputFormat::Ndjson,
+    ))
+}
+
+/// A generated NDJSON line as the CSV line with the same values (strings as they are,
+/// numbers as written).
+pub fn json_line_to_csv(line: &str) -> Result<String> {
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(line).context("not a JSON object")?;
+    let fields: Vec<String> = sluice_core::event::HEADER_FIELDS
+        .iter()
+        .map(|name| match object.get(*name) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(v) => v.to_string(),
+        })
+        .collect();
+    Ok(fields.join(","))
 }
 
 /// Finds where a generated file is now: the landing dir itself, its archive, or failed/.
@@ -596,14 +647,14 @@ pub async fn check_no_leftovers(
     }
 }
 
-/// No `*.csv` left at the top of the landing directory (every file archived or set
+/// No landing file (`*.csv`, `*.ndjson.gz`…) left at the top of the landing directory (every file archived or set
 /// aside after its commit).
 pub fn check_landing_drained(landing: &Path) -> Result<()> {
     let left: Vec<String> = std::fs::read_dir(landing)
         .with_context(|| format!("listing {}", landing.display()))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".csv") && !n.starts_with('.'))
+        .filter(|n| sluice_core::landing::is_landing_file_name(n))
         .collect();
     if left.is_empty() {
         Ok(())

@@ -70,6 +70,21 @@ fn spawn(
     (w, log)
 }
 
+/// Waits until the one landed file is settled, or fails with the worker's log.
+async fn settle(
+    client: &tokio_postgres::Client,
+    landing: &Path,
+    seconds: u64,
+    w: &mut WorkerProc,
+    log: &Path,
+) {
+    wait_settled(client, landing, 1, Duration::from_secs(seconds), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(log, 40)));
+}
+
 fn metrics_text(addr: std::net::SocketAddr) -> String {
     http_get(addr, "/metrics")
         .map(|(_, body)| body)
@@ -101,11 +116,7 @@ async fn a_declared_schema_creates_cleans_and_types_the_table() {
     );
     let metrics = free_local_addr();
     let (mut w, log) = spawn(root.path(), db.url(), metrics);
-    wait_settled(&client, &landing, 1, Duration::from_secs(60), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    settle(&client, &landing, 60, &mut w, &log).await;
 
     let rows = client
         .query(
@@ -244,11 +255,7 @@ async fn a_table_that_does_not_fit_blocks_loading_until_it_is_fixed() {
         .batch_execute("ALTER TABLE \"Sensor Readings\" ALTER COLUMN celsius TYPE numeric(5,1)")
         .await
         .expect("fix");
-    wait_settled(&client, &landing, 1, Duration::from_secs(90), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    settle(&client, &landing, 90, &mut w, &log).await;
     let row = client
         .query_one(
             "SELECT celsius::text, samples FROM \"Sensor Readings\"",
@@ -259,4 +266,144 @@ async fn a_table_that_does_not_fit_blocks_loading_until_it_is_fixed() {
     assert_eq!(row.get::<_, String>(0), "1.5");
     assert_eq!(row.get::<_, Option<i16>>(1), None);
     assert_eq!(metric_value(&metrics_text(metrics), degraded), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headerless_semicolon_files_load_by_position() {
+    let cluster = pg::shared().await;
+    let db = cluster.create_database().await.expect("database");
+    let client = db.connect().await.expect("connect");
+    let root = tempfile::tempdir().expect("tempdir");
+    let landing = root.path().join("landing");
+    std::fs::create_dir_all(&landing).expect("landing");
+    let config = root.path().join("pipeline.json");
+    let json = serde_json::json!({
+        "source": {"csv": {"delimiter": ";", "quote": "'", "header": false}},
+        "schema": {
+            "table": "notes",
+            "matchBy": "position",
+            "columns": [
+                {"name": "id", "type": "integer"},
+                {"name": "body", "type": "text"}
+            ]
+        }
+    });
+    std::fs::write(&config, json.to_string()).expect("config");
+    land(
+        &landing,
+        "n-1.csv",
+        "1;plain, with comma\n2;'semi; colon and ''quote'''\nx;bad id\n",
+    );
+    let log = root.path().join("w-0.log");
+    let mut w = WorkerProc::spawn(WorkerSpec {
+        id: "w-0".into(),
+        landing: landing.clone(),
+        checkpoint: root.path().join("ck"),
+        database_url: db.url().into(),
+        extra: vec!["--config".into(), config.display().to_string()],
+        log: log.clone(),
+    })
+    .expect("worker");
+    wait_settled(&client, &landing, 1, Duration::from_secs(60), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    let rows = client
+        .query("SELECT id, body FROM notes ORDER BY id", &[])
+        .await
+        .expect("rows");
+    let rows: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        rows,
+        vec![
+            (1, "plain, with comma".to_string()),
+            (2, "semi; colon and 'quote'".to_string())
+        ]
+    );
+    let rejected = client
+        .query_one("SELECT line_number, reason FROM quarantine", &[])
+        .await
+        .expect("one rejected row");
+    assert_eq!(rejected.get::<_, i64>(0), 3, "line 1 is data: no header");
+    assert_eq!(rejected.get::<_, String>(1), "bad_value");
+}
+
+/// `postgres.schema`: each pipeline's tables, ledger included, live in its own schema,
+/// whatever search_path the database or role would give a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_postgres_schema_holds_its_own_tables_and_ledger() {
+    let cluster = pg::shared().await;
+    let db = cluster.create_database().await.expect("database");
+    let client = db.connect().await.expect("connect");
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET search_path = nowhere",
+            db.name()
+        ))
+        .await
+        .expect("a hostile default search_path");
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut workers = Vec::new();
+    for (shop, rows) in [("Shop A", 2usize), ("shop_b", 3)] {
+        let landing = root.path().join(format!("landing-{shop}"));
+        std::fs::create_dir_all(&landing).expect("landing");
+        let mut text = format!("{}\n", sluice_core::event::HEADER);
+        for i in 0..rows {
+            text.push_str(&format!(
+                "{},2026-11-25T10:00:00Z,{i},s-{i},view,{i},books,1.00,0\n",
+                uuid::Uuid::new_v4()
+            ));
+        }
+        // The same file name in both pipelines: their ledgers must not see each other.
+        land(&landing, "export.csv", &text);
+        let log = root.path().join(format!("{shop}.log"));
+        let w = WorkerProc::spawn(WorkerSpec {
+            id: "w-0".into(),
+            landing: landing.clone(),
+            checkpoint: root.path().join(format!("ck-{shop}")),
+            database_url: db.url().into(),
+            extra: vec!["--postgres-schema".into(), shop.into()],
+            log: log.clone(),
+        })
+        .expect("worker");
+        workers.push((shop, rows, landing, w, log));
+    }
+    for (shop, rows, landing, w, log) in &mut workers {
+        let schema = format!("\"{}\"", shop.replace('"', "\"\""));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            w.check_alive().expect("worker running");
+            let done = client
+                .query_one(&format!("SELECT count(*) FROM {schema}.sluice_files"), &[])
+                .await
+                .map(|r| r.get::<_, i64>(0))
+                .unwrap_or(0);
+            if done == 1 && !landing.join("export.csv").exists() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{shop} not loaded\n{}",
+                tail(log, 30)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let loaded: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {schema}.events"), &[])
+            .await
+            .expect("events in the pipeline's schema")
+            .get(0);
+        assert_eq!(loaded, *rows as i64, "{shop}");
+    }
+    let in_public: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename IN ('events', 'sluice_files') \
+             AND schemaname NOT IN ('Shop A', 'shop_b')",
+            &[],
+        )
+        .await
+        .expect("catalogue")
+        .get(0);
+    assert_eq!(in_public, 0, "no table outside the configured schemas");
 }

@@ -28,13 +28,31 @@ impl Candidate {
 pub fn select<'a>(
     candidates: &'a [Candidate],
     limits: &BatchLimits,
+    skip: impl FnMut(&str) -> bool,
+) -> Vec<&'a Candidate> {
+    select_alone(candidates, limits, skip, |_| false)
+}
+
+/// [`select`], where a file for which `alone` holds (a compressed file, always loaded in
+/// parts) also forms a batch of its own: it is selected only as the first file, and
+/// ends the selection.
+pub fn select_alone<'a>(
+    candidates: &'a [Candidate],
+    limits: &BatchLimits,
     mut skip: impl FnMut(&str) -> bool,
+    mut alone: impl FnMut(&Candidate) -> bool,
 ) -> Vec<&'a Candidate> {
     let mut chosen = Vec::new();
     let (mut bytes, mut rows) = (0u64, 0u64);
     for c in candidates {
         if skip(&c.name) {
             continue;
+        }
+        if alone(c) {
+            if chosen.is_empty() {
+                chosen.push(c);
+            }
+            break;
         }
         let next_bytes = bytes.saturating_add(c.size);
         let next_rows = rows.saturating_add(c.estimated_rows());
@@ -122,6 +140,23 @@ mod tests {
 
     fn names(sel: &[&Candidate]) -> Vec<String> {
         sel.iter().map(|c| c.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_file_that_must_be_alone_forms_its_own_batch() {
+        let files = vec![file("a.csv", 10), file("b.csv.gz", 10), file("c.csv", 10)];
+        let l = limits(10, 1000, 1000, 5);
+        let gz = |c: &Candidate| c.name.ends_with(".gz");
+        let names = |v: Vec<&Candidate>| v.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(select_alone(&files, &l, |_| false, gz)), ["a.csv"]);
+        assert_eq!(
+            names(select_alone(&files, &l, |n| n == "a.csv", gz)),
+            ["b.csv.gz"]
+        );
+        assert_eq!(
+            names(select_alone(&files, &l, |n| n != "c.csv", gz)),
+            ["c.csv"]
+        );
     }
 
     #[test]

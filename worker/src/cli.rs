@@ -78,6 +78,10 @@ pub struct Args {
     /// file's, else "default".
     #[arg(long, env = "SLUICE_PIPELINE")]
     pub pipeline: Option<String>,
+    /// PostgreSQL schema of every table the worker uses (target, quarantine, ledger);
+    /// created when missing. Default: the config file's, else the connection's default.
+    #[arg(long, env = "SLUICE_POSTGRES_SCHEMA", value_name = "SCHEMA")]
+    pub postgres_schema: Option<String>,
     /// Most files per batch.
     #[arg(long)]
     pub max_files: Option<u64>,
@@ -218,6 +222,9 @@ impl Args {
         if let Some(id) = self.pipeline {
             pipeline.pipeline = id;
         }
+        if self.postgres_schema.is_some() {
+            pipeline.postgres_schema = self.postgres_schema;
+        }
         pipeline.validate_for_worker()?;
         let sslmode = self.sslmode.map(|m| match m {
             SslModeArg::Disable => SslMode::Disable,
@@ -231,7 +238,8 @@ impl Args {
             self.database_url,
             sslmode.or(file_sslmode),
             self.ssl_root_cert,
-        )?;
+        )?
+        .with_search_path(pipeline.postgres_schema.clone());
         let worker_id = match self.worker_id {
             Some(id) => id,
             None => std::env::var("HOSTNAME").unwrap_or_else(|_| "worker-0".into()),
@@ -258,6 +266,7 @@ impl Args {
         };
         Ok(Settings {
             schema,
+            source: pipeline.source,
             pipeline: pipeline.pipeline,
             worker_id,
             landing_dir: self.landing_dir,

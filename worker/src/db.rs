@@ -61,6 +61,9 @@ pub struct DbSettings {
     /// statement_timeout, lock_timeout and idle_in_transaction_session_timeout of every
     /// session: bounds how long a frozen worker's transaction can hold its locks.
     session_timeout: Duration,
+    /// The schema every session's search_path is set to (`postgres.schema`), so that the
+    /// role's or database's own search_path never decides where tables go.
+    search_path: Option<String>,
 }
 
 const KEEPALIVE_IDLE_SECS: u64 = 5;
@@ -195,6 +198,7 @@ impl DbSettings {
             sslmode,
             root_cert,
             session_timeout: Duration::from_secs(30),
+            search_path: None,
         })
     }
 
@@ -203,6 +207,16 @@ impl DbSettings {
     pub fn with_session_timeout(mut self, timeout: Duration) -> DbSettings {
         self.session_timeout = timeout.max(Duration::from_secs(1));
         self
+    }
+
+    pub fn with_search_path(mut self, schema: Option<String>) -> DbSettings {
+        self.search_path = schema;
+        self
+    }
+
+    /// The configured schema, if any.
+    pub fn search_path(&self) -> Option<&str> {
+        self.search_path.as_deref()
     }
 
     pub fn session_timeout(&self) -> Duration {
@@ -214,15 +228,26 @@ impl DbSettings {
     /// the transaction of a peer that stopped (SIGSTOP, paused VM) while holding locks.
     fn session_setup(&self) -> String {
         let ms = self.session_timeout.as_millis();
-        format!(
-            "SET statement_timeout = {ms}; SET lock_timeout = {ms}; \
+        let search_path = self
+            .search_path
+            .as_deref()
+            .map(|s| {
+                format!(
+                    "SET search_path TO {}; ",
+                    sluice_core::schema::quote_ident(s)
+                )
+            })
+            .unwrap_or_default();
+        search_path
+            + &format!(
+                "SET statement_timeout = {ms}; SET lock_timeout = {ms}; \
              SET idle_in_transaction_session_timeout = {ms}; \
              SET tcp_keepalives_idle = {KEEPALIVE_IDLE_SECS}; \
              SET tcp_keepalives_interval = {KEEPALIVE_INTERVAL_SECS}; \
              SET tcp_keepalives_count = {KEEPALIVE_PROBES}; \
              SET tcp_user_timeout = {}",
-            TCP_USER_TIMEOUT_SECS * 1000
-        )
+                TCP_USER_TIMEOUT_SECS * 1000
+            )
     }
 
     /// `user@host:port/dbname (sslmode)`, for logs; never the password.
@@ -509,6 +534,14 @@ mod tests {
         ] {
             assert!(sql.contains(want), "{want} missing from {sql}");
         }
+        assert!(!sql.contains("search_path"), "left alone unless configured");
+        let sql = s
+            .with_search_path(Some("My \"Shop\"".into()))
+            .session_setup();
+        assert!(
+            sql.starts_with("SET search_path TO \"My \"\"Shop\"\"\"; "),
+            "{sql}"
+        );
     }
 
     #[test]

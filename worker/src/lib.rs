@@ -12,6 +12,7 @@ pub mod committer;
 pub mod copy_text;
 pub mod db;
 pub mod dbconn;
+pub mod input;
 pub mod landing;
 pub mod ledger;
 pub mod metrics;

@@ -54,6 +54,17 @@ async fn prepare_schema(
     client: &mut tokio_postgres::Client,
     settings: &Settings,
 ) -> Result<(), WorkerError> {
+    if let Some(schema) = settings.db.search_path() {
+        // Every session's search_path names only this schema; it must exist before the
+        // migrations create the ledger in it.
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                sluice_core::schema::quote_ident(schema)
+            ))
+            .await
+            .map_err(WorkerError::Prepare)?;
+    }
     let report = migrate::migrate(client)
         .await
         .map_err(|e| WorkerError::Migrate(e.to_string()))?;

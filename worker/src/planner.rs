@@ -139,11 +139,15 @@ impl Planner {
             self.update_backlog(&listing);
 
             let limits = &settings.config.batch;
-            let selection: Vec<Candidate> =
-                batch::select(&listing, limits, |n| self.skip(n, &listing, now))
-                    .into_iter()
-                    .cloned()
-                    .collect();
+            let selection: Vec<Candidate> = batch::select_alone(
+                &listing,
+                limits,
+                |n| self.skip(n, &listing, now),
+                |c| settings.input_kind(&c.name).is_compressed(),
+            )
+            .into_iter()
+            .cloned()
+            .collect();
             let oldest_seen = selection
                 .iter()
                 .filter_map(|c| self.first_seen.get(&c.name))
@@ -259,6 +263,10 @@ impl Planner {
             let entries = known.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
             match self.classify(&c, entries).await {
                 Known::Settled | Known::Skip => released.push(c.name.clone()),
+                Known::Partial(..) | Known::New(_) if large.is_some() => {
+                    // One large file per pass (a compressed file may be selected with others).
+                    released.push(c.name.clone())
+                }
                 Known::Partial(digest, start) => {
                     tracing::info!(file = %c.name, offset = start.offset, line = start.line,
                         "resuming a large file from its last committed part");
@@ -270,7 +278,11 @@ impl Planner {
                         landed: c.modified,
                     });
                 }
-                Known::New(digest) if c.size > settings.config.batch.max_bytes => {
+                // A compressed file's decompressed size is unknown: always in parts.
+                Known::New(digest)
+                    if c.size > settings.config.batch.max_bytes
+                        || settings.input_kind(&c.name).is_compressed() =>
+                {
                     let digest = match digest {
                         Some(d) => Some(d),
                         None => self.digest(&c).await,
@@ -293,6 +305,7 @@ impl Planner {
         }
         if let Some(file) = large {
             // A large file always forms a batch of its own (batch::select).
+            released.extend(chosen.iter().map(|(c, _)| c.name.clone()));
             self.release(&released).await;
             self.shared.add_in_flight([file.name.clone()]);
             return Some(Work::Large(file));
@@ -511,6 +524,7 @@ impl Planner {
         chosen: &[(Candidate, Option<Digest>)],
     ) -> (Vec<FileToCommit>, HashMap<String, Cleaned>, Vec<String>) {
         let rules = self.shared.settings.rules();
+        let settings = self.shared.settings.clone();
         let dirs = self.dirs.clone();
         let names: Vec<(String, u64, SystemTime)> = chosen
             .iter()
@@ -520,7 +534,8 @@ impl Planner {
             names
                 .into_iter()
                 .map(|(name, size, modified)| {
-                    let r = reader::read_small(&dirs, &name, &rules);
+                    let format = settings.input_kind(&name).format;
+                    let r = reader::read_small(&dirs, &name, format, &rules);
                     (name, size, modified, r)
                 })
                 .collect::<Vec<_>>()

@@ -52,6 +52,7 @@ fn sort_error<T>(e: std::io::Error) -> ReadResult<T> {
 pub fn read_small(
     dirs: &LandingDirs,
     name: &str,
+    format: validate::Format,
     rules: &Rules,
 ) -> ReadResult<(FileToCommit, Cleaned)> {
     let mut bytes = Vec::new();
@@ -63,7 +64,7 @@ pub fn read_small(
         return sort_error(e);
     }
     let digest: Digest = Sha256::digest(&bytes).into();
-    let (content, cleaned) = match validate::parse_file(&bytes, rules) {
+    let (content, cleaned) = match validate::parse_file_as(format, &bytes, rules) {
         Ok(parsed) => (
             FileContent::Rows {
                 copy: Bytes::from(parsed.copy_rows),

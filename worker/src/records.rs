@@ -21,6 +21,23 @@ use std::io::{self, Read};
 
 use sluice_core::event::COLUMN_COUNT;
 
+/// The CSV dialect: the field delimiter and the quote character, one ASCII byte each
+/// (checked by the configuration: different, and neither a line break).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    pub delimiter: u8,
+    pub quote: u8,
+}
+
+impl Default for Dialect {
+    fn default() -> Self {
+        Dialect {
+            delimiter: b',',
+            quote: b'"',
+        }
+    }
+}
+
 /// Where a part of a file starts or ends: always a record boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
@@ -95,6 +112,7 @@ pub(crate) struct RecordReader<'r> {
     counter: FieldBuf,
     /// Fields a record spanning several lines must have to be accepted as one record.
     columns: usize,
+    dialect: Dialect,
 }
 
 impl<'r> RecordReader<'r> {
@@ -119,7 +137,14 @@ impl<'r> RecordReader<'r> {
             max_buf: max_row.saturating_add(2).saturating_add(read_size),
             counter: FieldBuf::default(),
             columns: COLUMN_COUNT,
+            dialect: Dialect::default(),
         }
+    }
+
+    /// Sets the delimiter and quote character (default: comma and double quote).
+    pub(crate) fn set_dialect(&mut self, dialect: Dialect) {
+        self.dialect = dialect;
+        self.counter.dialect = dialect;
     }
 
     /// Sets the number of fields of a row (a declared schema's file layout).
@@ -172,7 +197,10 @@ impl<'r> RecordReader<'r> {
         if self.pos == self.filled && !self.fill()? {
             return Ok(None);
         }
-        let mut scan = Scan::default();
+        let mut scan = Scan {
+            dialect: self.dialect,
+            ..Scan::default()
+        };
         loop {
             match scan.run(&self.buf[self.pos..self.filled], self.eof) {
                 Step::End(end) => return Ok(Some(self.take_record(end, scan.quoted))),
@@ -370,6 +398,7 @@ struct Scan {
     in_quotes: bool,
     /// A quoted field was opened somewhere in the record.
     quoted: bool,
+    dialect: Dialect,
 }
 
 enum Step {
@@ -385,28 +414,29 @@ impl Scan {
     /// Looks for the end of the record at the start of `bytes` (the same rules as
     /// [`FieldBuf::split`]); `eof` says that no more bytes follow.
     fn run(&mut self, bytes: &[u8], eof: bool) -> Step {
+        let Dialect { delimiter, quote } = self.dialect;
         loop {
             let rest = &bytes[self.pos..];
             if self.in_quotes {
-                let Some(i) = memchr::memchr(b'"', rest) else {
+                let Some(i) = memchr::memchr(quote, rest) else {
                     self.pos = bytes.len();
                     return if eof { Step::Unclosed } else { Step::More };
                 };
-                let quote = self.pos + i;
-                match bytes.get(quote + 1) {
-                    Some(b'"') => self.pos = quote + 2,
+                let at = self.pos + i;
+                match bytes.get(at + 1) {
+                    Some(&next) if next == quote => self.pos = at + 2,
                     None if !eof => {
                         // Escaped quote or the end of the field: the next byte decides.
-                        self.pos = quote;
+                        self.pos = at;
                         return Step::More;
                     }
                     _ => {
                         self.in_quotes = false;
-                        self.pos = quote + 1;
+                        self.pos = at + 1;
                     }
                 }
             } else {
-                let Some(i) = memchr::memchr2(b'\n', b'"', rest) else {
+                let Some(i) = memchr::memchr2(b'\n', quote, rest) else {
                     self.pos = bytes.len();
                     return if eof {
                         Step::End(bytes.len())
@@ -419,8 +449,8 @@ impl Scan {
                     return Step::End(at);
                 }
                 // Right after a closing quote the next byte is never a quote (that would
-                // have been `""`), so a comma before `at` is a real field separator.
-                if at == 0 || bytes[at - 1] == b',' {
+                // have been `""`), so a delimiter before `at` is a real field separator.
+                if at == 0 || bytes[at - 1] == delimiter {
                     self.in_quotes = true;
                     self.quoted = true;
                 }
@@ -437,6 +467,7 @@ impl Scan {
 pub(crate) struct FieldBuf {
     spans: Vec<(usize, usize)>,
     unquoted: Vec<u8>,
+    dialect: Dialect,
 }
 
 /// The fields of one record: boundaries into either the record itself or the unescaped
@@ -447,6 +478,13 @@ pub(crate) struct Fields<'a> {
 }
 
 impl FieldBuf {
+    pub(crate) fn with_dialect(dialect: Dialect) -> FieldBuf {
+        FieldBuf {
+            dialect,
+            ..FieldBuf::default()
+        }
+    }
+
     /// Splits a record (`quoted` as reported by the reader).
     pub(crate) fn split<'a>(&'a mut self, record: &'a [u8], quoted: bool) -> Fields<'a> {
         self.spans.clear();
@@ -458,7 +496,7 @@ impl FieldBuf {
             };
         }
         let mut start = 0;
-        for comma in memchr::memchr_iter(b',', record) {
+        for comma in memchr::memchr_iter(self.dialect.delimiter, record) {
             self.spans.push((start, comma));
             start = comma + 1;
         }
@@ -481,13 +519,14 @@ impl FieldBuf {
         let mut field_start = 0;
         let mut at_field_start = true;
         let mut in_quotes = false;
+        let Dialect { delimiter, quote } = self.dialect;
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
             if in_quotes {
-                if b == b'"' {
-                    if bytes.get(i + 1) == Some(&b'"') {
-                        self.unquoted.push(b'"');
+                if b == quote {
+                    if bytes.get(i + 1) == Some(&quote) {
+                        self.unquoted.push(quote);
                         i += 1;
                     } else {
                         in_quotes = false;
@@ -497,14 +536,14 @@ impl FieldBuf {
                 }
             } else {
                 match b {
-                    b',' => {
+                    _ if b == delimiter => {
                         self.spans.push((field_start, self.unquoted.len()));
                         field_start = self.unquoted.len();
                         at_field_start = true;
                         i += 1;
                         continue;
                     }
-                    b'"' if at_field_start => in_quotes = true,
+                    _ if b == quote && at_field_start => in_quotes = true,
                     _ => self.unquoted.push(b),
                 }
             }

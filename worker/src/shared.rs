@@ -31,6 +31,8 @@ pub struct Settings {
     pub db: DbSettings,
     /// The declared schema (`spec.schema`), compiled; None: the built-in e-commerce table.
     pub schema: Option<std::sync::Arc<crate::validate::general::CompiledSchema>>,
+    /// The format and compression of landing files (`spec.source`).
+    pub source: sluice_core::config::SourceConfig,
 }
 
 impl Settings {
@@ -39,6 +41,11 @@ impl Settings {
     }
 
     /// The validation rules of a batch parsed now.
+    /// How the landing file `name` is read.
+    pub fn input_kind(&self, name: &str) -> crate::input::Kind {
+        crate::input::Kind::of(&self.source, name)
+    }
+
     pub fn rules(&self) -> crate::validate::Rules {
         crate::validate::Rules {
             now: chrono::Utc::now(),
@@ -54,6 +61,13 @@ impl Settings {
                     compiled: compiled.clone(),
                     layout: None,
                 }),
+            csv: {
+                let (delimiter, quote) = self.source.csv.bytes();
+                crate::validate::CsvRules {
+                    dialect: crate::records::Dialect { delimiter, quote },
+                    header: self.source.csv.header,
+                }
+            },
         }
     }
 

@@ -18,7 +18,10 @@
 mod clean;
 #[cfg(test)]
 mod clean_tests;
+#[cfg(test)]
+mod dialect_tests;
 pub mod general;
+mod ndjson;
 #[cfg(test)]
 mod part_tests;
 mod row;
@@ -52,6 +55,44 @@ pub struct Rules {
     pub max_row_bytes: usize,
     /// A declared schema (`spec.schema`); None checks the built-in e-commerce table.
     pub schema: Option<DeclaredRules>,
+    /// The CSV dialect and whether files start with a header line.
+    pub csv: CsvRules,
+}
+
+#[cfg(test)]
+impl Rules {
+    /// The rules the unit tests start from: the clock at 2026-11-25T12:00:00Z, one hour
+    /// of future tolerance, event ids collected, 1 MiB rows, the built-in table, CSV.
+    pub(crate) fn for_tests() -> Rules {
+        Rules {
+            now: DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default(),
+            future_tolerance: chrono::Duration::hours(1),
+            collect_event_ids: true,
+            max_row_bytes: 1024 * 1024,
+            schema: None,
+            csv: CsvRules::default(),
+        }
+    }
+}
+
+/// How CSV files are written (`source.csv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvRules {
+    pub dialect: crate::records::Dialect,
+    /// Files start with a header line (default). Without one, fields are matched by
+    /// position and line 1 is data.
+    pub header: bool,
+}
+
+impl Default for CsvRules {
+    fn default() -> Self {
+        CsvRules {
+            dialect: crate::records::Dialect::default(),
+            header: true,
+        }
+    }
 }
 
 /// The rules of a declared schema.
@@ -104,6 +145,11 @@ pub enum FileError {
     Binary { offset: usize },
     #[error("the header does not fit the pipeline's schema: {problem}")]
     HeaderMismatch { problem: String },
+    #[error("the file cannot be decompressed ({compression}): {problem}")]
+    BadCompression {
+        compression: &'static str,
+        problem: String,
+    },
 }
 
 impl FileError {
@@ -113,6 +159,7 @@ impl FileError {
             FileError::Empty => "empty_file",
             FileError::BadHeader { .. } | FileError::HeaderMismatch { .. } => "bad_header",
             FileError::Binary { .. } => "binary_file",
+            FileError::BadCompression { .. } => "bad_compression",
         }
     }
 }
@@ -174,6 +221,81 @@ pub fn parse_part(
     sink: &mut dyn FnMut(Vec<u8>) -> Result<(), ()>,
 ) -> Result<PartSummary, ParseError> {
     parse_part_with(input, start, rules, limits, sink, READ_SIZE)
+}
+
+/// The format of a landing file's (decompressed) bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// CSV with a header line.
+    #[default]
+    Csv,
+    /// One JSON object per line ([`ndjson`]).
+    Ndjson,
+}
+
+/// [`parse_part`] for a file of the given format.
+pub fn parse_part_as(
+    format: Format,
+    input: &mut dyn Read,
+    start: Position,
+    rules: &Rules,
+    limits: &PartLimits,
+    sink: &mut dyn FnMut(Vec<u8>) -> Result<(), ()>,
+) -> Result<PartSummary, ParseError> {
+    match format {
+        Format::Csv => parse_part(input, start, rules, limits, sink),
+        Format::Ndjson => ndjson::parse_part(input, start, rules, limits, sink, READ_SIZE),
+    }
+}
+
+/// [`parse_file`] for a file of the given format.
+pub fn parse_file_as(format: Format, bytes: &[u8], rules: &Rules) -> Result<ParsedFile, FileError> {
+    match format {
+        Format::Csv => parse_file(bytes, rules),
+        Format::Ndjson => collect_whole(bytes.len(), |sink, limits| {
+            let mut input = bytes;
+            ndjson::parse_part(&mut input, Position::START, rules, limits, sink, READ_SIZE)
+        }),
+    }
+}
+
+/// Runs a parse of a whole file in one part, gathering its COPY text.
+fn collect_whole(
+    input_len: usize,
+    parse: impl FnOnce(
+        &mut dyn FnMut(Vec<u8>) -> Result<(), ()>,
+        &PartLimits,
+    ) -> Result<PartSummary, ParseError>,
+) -> Result<ParsedFile, FileError> {
+    let limits = PartLimits {
+        max_input_bytes: u64::MAX,
+        max_reject_bytes: u64::MAX,
+        copy_chunk_bytes: usize::MAX,
+    };
+    let mut copy_rows = Vec::with_capacity(input_len);
+    let mut sink = |chunk: Vec<u8>| {
+        if copy_rows.is_empty() {
+            copy_rows = chunk;
+        } else {
+            copy_rows.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match parse(&mut sink, &limits) {
+        Ok(part) => Ok(ParsedFile {
+            copy_rows,
+            valid_rows: part.valid_rows,
+            event_ids: part.event_ids,
+            rejects: part.rejects,
+            data_rows: part.data_rows,
+            cleaned: part.cleaned,
+        }),
+        Err(ParseError::File(e)) => Err(e),
+        // Reading a slice never fails and the sink above never refuses a chunk.
+        Err(e @ (ParseError::Io(_) | ParseError::SinkClosed | ParseError::NoLayout)) => {
+            unreachable!("parsing bytes in memory failed: {e}")
+        }
+    }
 }
 
 /// [`parse_part`] with a chosen read size (tests shrink it to cross every boundary).
@@ -244,10 +366,12 @@ fn parse_records(
     sink: &mut dyn FnMut(Vec<u8>) -> Result<(), ()>,
     reserve: usize,
 ) -> Result<PartSummary, ParseError> {
+    reader.set_dialect(rules.csv.dialect);
     let mut layout = rules.schema.as_ref().and_then(|d| d.layout.clone());
     if start == Position::START {
         layout = check_header(&mut reader, rules)?;
     }
+
     let declared = match (&rules.schema, &layout) {
         (None, _) => None,
         (Some(d), Some(l)) => {
@@ -258,7 +382,7 @@ fn parse_records(
     };
     let mut row_cleaning = general::RowCleaning::new();
     let future_limit = rules.now + rules.future_tolerance;
-    let mut fields = FieldBuf::default();
+    let mut fields = FieldBuf::with_dialect(rules.csv.dialect);
     let mut copy = Vec::with_capacity(reserve);
     let mut part = PartSummary::default();
     let mut reject_bytes = 0u64;
@@ -358,7 +482,10 @@ fn check_header(
     rules: &Rules,
 ) -> Result<Option<general::Layout>, ParseError> {
     reader.skip_bom()?;
-    let mut fields = FieldBuf::default();
+    if !rules.csv.header {
+        return Ok(rules.schema.as_ref().map(|d| d.compiled.position_layout()));
+    }
+    let mut fields = FieldBuf::with_dialect(rules.csv.dialect);
     // A first line of only spaces or tabs: the file is empty if nothing else follows.
     let mut whitespace_line: Option<Vec<u8>> = None;
     loop {
@@ -422,6 +549,7 @@ fn check_header(
 /// start later in the file).
 pub fn read_layout(input: &mut dyn Read, rules: &Rules) -> Result<general::Layout, ParseError> {
     let mut reader = RecordReader::new(input, Position::START, rules.max_row_bytes, READ_SIZE);
+    reader.set_dialect(rules.csv.dialect);
     check_header(&mut reader, rules)?.ok_or(ParseError::NoLayout)
 }
 

@@ -7,6 +7,9 @@
 //! 2. Latency: files are renamed into the landing directory at a steady offered rate and
 //!    a poller records when each file's rows become visible; prints p50/p99.
 //! 3. The workers' peak RSS (VmHWM).
+//! 4. The declared-schema path (`spec.schema`): the same dataset, no key, loaded with the
+//!    built-in e-commerce table written as a declared schema; printed as a ratio to the
+//!    built-in fast path measured in the same run.
 //!
 //! Timing lives here and not in tests: the figures are reported, not asserted.
 
@@ -53,6 +56,15 @@ struct Args {
     /// Skip the latency run.
     #[arg(long)]
     no_latency: bool,
+    /// Skip the declared-schema run.
+    #[arg(long)]
+    no_declared: bool,
+    /// Measure input formats (plain CSV, gzip CSV, NDJSON; on by default).
+    #[arg(long, overrides_with = "no_formats")]
+    formats: bool,
+    /// Skip the input-format runs.
+    #[arg(long)]
+    no_formats: bool,
     /// Keep the work directory afterwards.
     #[arg(long)]
     keep: bool,
@@ -98,10 +110,46 @@ async fn main() -> Result<()> {
     let mut results = Vec::new();
     for with_pk in [false, true] {
         let copy_s = bench_copy(&pg, &psql, &valid_csv, with_pk).await?;
-        let sluice =
-            bench_sluice(&pg, &data, &root, args.workers, with_pk, &args.worker_args).await?;
+        let sluice = bench_sluice(
+            &pg,
+            &data,
+            &root,
+            args.workers,
+            with_pk,
+            "",
+            &args.worker_args,
+        )
+        .await?;
         results.push((with_pk, copy_s, sluice));
     }
+    let declared = if args.no_declared {
+        None
+    } else {
+        let config = root.join("declared.json");
+        let schema = sluice_core::schema::TableSchema::ecommerce(
+            "events",
+            sluice_core::config::WorkerConfig::default().future_tolerance_seconds,
+        );
+        std::fs::write(&config, serde_json::json!({ "schema": schema }).to_string())?;
+        let mut extra = args.worker_args.clone();
+        extra.extend(["--config".to_string(), config.display().to_string()]);
+        Some(bench_sluice(&pg, &data, &root, args.workers, false, "declared", &extra).await?)
+    };
+
+    let formats = if args.no_formats {
+        None
+    } else {
+        let params = sluice_testkit::bench_formats::FormatBench {
+            root: root.join("formats"),
+            files,
+            rows_per_file: args.rows_per_file,
+            bad_row_share: args.bad_row_share,
+            seed: 7,
+            workers: args.workers,
+            worker_args: args.worker_args.clone(),
+        };
+        Some(sluice_testkit::bench_formats::bench_formats(&pg, &params).await?)
+    };
 
     let latency = if args.no_latency {
         None
@@ -133,6 +181,18 @@ async fn main() -> Result<()> {
             sluice_rate / copy_rate,
             sluice.peak_rss_kib as f64 / 1024.0
         );
+    }
+    if let (Some(d), Some((_, _, builtin))) = (&declared, results.first()) {
+        let builtin_rate = valid_rows as f64 / builtin.seconds;
+        let declared_rate = valid_rows as f64 / d.seconds;
+        println!(
+            "declared schema (general path), no key: {declared_rate:.0} r/s, {:.2}x the built-in fast path; worker peak RSS {:.1} MiB",
+            declared_rate / builtin_rate,
+            d.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    if let Some(rates) = &formats {
+        print!("{}", sluice_testkit::bench_formats::format_table(rates));
     }
     if let Some(l) = latency {
         println!(
@@ -268,6 +328,7 @@ async fn bench_sluice(
     root: &Path,
     workers: usize,
     with_pk: bool,
+    variant: &str,
     worker_args: &[String],
 ) -> Result<SluiceRun> {
     let db = fresh_db(pg).await?;
@@ -278,7 +339,12 @@ async fn bench_sluice(
             .batch_execute("ALTER TABLE events ADD PRIMARY KEY (event_id)")
             .await?;
     }
-    let tag = if with_pk { "pk" } else { "nopk" };
+    let tag = match (with_pk, variant) {
+        (true, _) => "pk".to_string(),
+        (false, "") => "nopk".to_string(),
+        (false, v) => format!("nopk-{v}"),
+    };
+    let tag = tag.as_str();
     let landing = root.join(format!("landing-{tag}"));
     std::fs::create_dir_all(&landing)?;
     // Hard links keep the staging copy for the next run and cost no copying.
@@ -322,7 +388,7 @@ async fn bench_sluice(
     }
     let peak_rss_kib = peak_rss_of(&procs);
     drop(procs);
-    eprintln!("sluice (pk={with_pk}): {seconds:.2} s");
+    eprintln!("sluice ({tag}): {seconds:.2} s");
     Ok(SluiceRun {
         seconds,
         peak_rss_kib,

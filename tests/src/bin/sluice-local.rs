@@ -41,6 +41,12 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Format of the generated files: csv or ndjson (the workers tell by the file name).
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// Compression of the generated files: none, gzip or zstd.
+    #[arg(long, default_value = "none")]
+    compress: String,
     /// Use this PostgreSQL instead of starting an ephemeral one (tables are created in it).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -201,7 +207,8 @@ async fn run(args: Args) -> Result<()> {
         .args(["--rows-per-file", &args.rows_per_file.to_string()])
         .args(["--bad-row-share", &args.bad_row_share.to_string()])
         .args(["--messy-row-share", &args.messy_row_share.to_string()])
-        .args(["--seed", &args.seed.to_string()]);
+        .args(["--seed", &args.seed.to_string()])
+        .args(["--format", &args.format, "--compress", &args.compress]);
     let mut generator = Proc::spawn("generator", &mut gen_cmd, &logs.join("generator.log"))?;
     println!(
         "Running: generator at {} events/s, {} worker(s); {}. Logs in {}\n",
@@ -332,7 +339,7 @@ async fn progress(client: &tokio_postgres::Client, landing: &Path) -> Result<Pro
     if let Ok(entries) = std::fs::read_dir(landing) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !name.ends_with(".csv") {
+            if !sluice_core::landing::is_landing_file_name(&name) {
                 continue;
             }
             backlog_files += 1;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{Committer, DATABASE_REJECTED, Failure};
 use crate::batch_commit::{CommitSummary, FileContent, FileToCommit, Settlement};
 use crate::dbconn::Backoff;
+use crate::input;
 use crate::landing;
 use crate::ledger::{self, Outcome, hex};
 use crate::part_commit::{self, PartError, PartOutcome, PartStream, PartToCommit};
@@ -17,7 +18,7 @@ use crate::planner::LargeFile;
 use crate::progress::Role;
 use crate::settle::{Settle, settle};
 use crate::source::LandingDirs;
-use crate::validate::{self, ParseError, PartLimits, Position, Rules};
+use crate::validate::{self, Format, ParseError, PartLimits, Position, Rules};
 
 /// Rejects of one part are held in memory until its quarantine COPY: a part ends early
 /// once they reach this many bytes, which bounds memory for a file of bad rows.
@@ -56,11 +57,12 @@ impl Committer {
                 copy_chunk_bytes: COPY_CHUNK_BYTES,
             };
             let dirs = self.dirs.clone();
+            let kind = self.shared.settings.input_kind(&part.name);
             let (name, start) = (part.name.clone(), part.start);
             self.shared.watchdog.enter(Role::Committer);
             let client = self.db.get().await;
             let attempt = part_commit::commit_part(client, &self.ctx, batch_id, &part, || {
-                spawn_parser(dirs, name, start, rules, limits)
+                spawn_parser(dirs, name, kind, start, rules, limits)
             })
             .await;
             self.shared.watchdog.leave(Role::Committer);
@@ -297,28 +299,55 @@ impl Committer {
 }
 
 /// Starts parsing one part on a blocking thread; its COPY text arrives in chunks.
+/// A compressed file is decoded from its start each time (offsets count decompressed
+/// bytes, see [`crate::input`]).
 fn spawn_parser(
     dirs: LandingDirs,
     name: String,
+    kind: input::Kind,
     start: Position,
     rules: Rules,
     limits: PartLimits,
 ) -> PartStream {
     let (tx, rx) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     let done = tokio::task::spawn_blocking(move || {
-        let (mut file, _) = landing::open_landing_file(&dirs, &name)?;
-        let mut rules = rules;
-        if start != Position::START && rules.schema.as_ref().is_some_and(|d| d.layout.is_none()) {
-            // A declared schema's fields are matched through the header at the file's start.
-            let layout = validate::read_layout(&mut file, &rules)?;
-            if let Some(d) = rules.schema.as_mut() {
-                d.layout = Some(layout);
+        let parse = || -> Result<validate::PartSummary, ParseError> {
+            let (mut file, _) = landing::open_landing_file(&dirs, &name)?;
+            let mut rules = rules;
+            if kind.format == Format::Csv
+                && start != Position::START
+                && rules.schema.as_ref().is_some_and(|d| d.layout.is_none())
+            {
+                // A declared schema's fields are matched through the header at the file's start.
+                let layout = if kind.is_compressed() {
+                    let mut from_start = input::decoded(kind, file.try_clone()?)?;
+                    validate::read_layout(&mut from_start, &rules)?
+                } else {
+                    validate::read_layout(&mut file, &rules)?
+                };
+                if let Some(d) = rules.schema.as_mut() {
+                    d.layout = Some(layout);
+                }
             }
-        }
-        file.seek(SeekFrom::Start(start.offset))?;
-        validate::parse_part(&mut file, start, &rules, &limits, &mut |chunk| {
-            tx.blocking_send(chunk).map_err(|_| ())
-        })
+            file.seek(SeekFrom::Start(0))?;
+            let mut sink = |chunk| tx.blocking_send(chunk).map_err(|_| ());
+            if kind.is_compressed() {
+                let mut content = input::decoded(kind, file)?;
+                input::skip_to(&mut content, start.offset)?;
+                validate::parse_part_as(
+                    kind.format,
+                    &mut content,
+                    start,
+                    &rules,
+                    &limits,
+                    &mut sink,
+                )
+            } else {
+                file.seek(SeekFrom::Start(start.offset))?;
+                validate::parse_part_as(kind.format, &mut file, start, &rules, &limits, &mut sink)
+            }
+        };
+        parse().map_err(|e| input::classify(kind, e))
     });
     PartStream { chunks: rx, done }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_core::landing::EXTENSION;
+use sluice_core::landing::{EXTENSION, split_suffix};
 
 use crate::source::LandingDirs;
 
@@ -166,7 +166,8 @@ pub(crate) fn move_no_clobber(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Moved::Gone),
         Err(e) => return Err(e),
     };
-    let stem = name.strip_suffix(EXTENSION).unwrap_or(name);
+    let (stem, ext) = split_suffix(name);
+    let ext = if ext.is_empty() { EXTENSION } else { ext };
     let mut finish = |dst: PathBuf| -> io::Result<Moved> {
         placed(&dst)?;
         remove_if_same(src, &src_meta)?;
@@ -178,7 +179,7 @@ pub(crate) fn move_no_clobber(
         return finish(primary);
     }
     if let Some(digest) = digest_prefix(digest_hex) {
-        let by_digest = dir.join(format!("{stem}.{digest}{EXTENSION}"));
+        let by_digest = dir.join(format!("{stem}.{digest}{ext}"));
         if link_no_clobber(src, &by_digest, &src_meta)? != Link::Taken {
             return finish(by_digest);
         }
@@ -193,7 +194,7 @@ pub(crate) fn move_no_clobber(
     // Legacy names: a crash after linking under a time-stamped name left the source with
     // a second link; find it instead of adding a third.
     if src_meta.nlink() > 1
-        && let Some(earlier) = find_same_inode(dir, stem, &src_meta)?
+        && let Some(earlier) = find_same_inode(dir, stem, ext, &src_meta)?
     {
         return finish(earlier);
     }
@@ -201,7 +202,7 @@ pub(crate) fn move_no_clobber(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     for i in 0..100u128 {
-        let dst = dir.join(format!("{stem}.{}{EXTENSION}", nanos + i));
+        let dst = dir.join(format!("{stem}.{}{ext}", nanos + i));
         if link_no_clobber(src, &dst, &src_meta)? != Link::Taken {
             return finish(dst);
         }
@@ -309,14 +310,19 @@ fn digest_prefix(digest_hex: &str) -> Option<String> {
         .then(|| prefix.to_ascii_lowercase())
 }
 
-/// A `<stem>.*.csv` entry of `dir` that is the same file as `meta`.
-fn find_same_inode(dir: &Path, stem: &str, meta: &Metadata) -> io::Result<Option<PathBuf>> {
+/// A `<stem>.*<ext>` entry of `dir` (`ext`: the landing suffix, e.g. `.csv.gz`) that is the same file as `meta`.
+fn find_same_inode(
+    dir: &Path,
+    stem: &str,
+    ext: &str,
+    meta: &Metadata,
+) -> io::Result<Option<PathBuf>> {
     let prefix = format!("{stem}.");
     for entry in fs::read_dir(dir)?.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.starts_with(&prefix)
-            && name.ends_with(EXTENSION)
+            && name.ends_with(ext)
             && entry.metadata().is_ok_and(|m| same_file(&m, meta))
         {
             return Ok(Some(entry.path()));

@@ -9,15 +9,7 @@ const GOOD: &str =
 const GOOD_COPY: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\t2026-11-25T05:40:51.123000000Z\t42\ts-1\tpurchase\t7\tbooks\t12.50\t2\n";
 
 fn rules() -> Rules {
-    Rules {
-        now: DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
-            .expect("literal")
-            .with_timezone(&Utc),
-        future_tolerance: chrono::Duration::hours(1),
-        collect_event_ids: true,
-        max_row_bytes: 1024 * 1024,
-        schema: None,
-    }
+    Rules::for_tests()
 }
 
 fn parse(rows: &[&str]) -> ParsedFile {

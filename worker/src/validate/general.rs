@@ -75,6 +75,14 @@ impl CompiledSchema {
         Ok(CompiledSchema { schema, columns })
     }
 
+    /// The layout of a file without a header line: fields in column order.
+    pub fn position_layout(&self) -> Layout {
+        Layout {
+            field_of_column: (0..self.columns.len()).map(Some).collect(),
+            fields: self.columns.len(),
+        }
+    }
+
     /// The layout of a file from its header fields.
     pub(crate) fn layout(&self, header: &Fields<'_>) -> Result<Layout, String> {
         let names: Vec<String> = (0..header.len())
@@ -165,15 +173,29 @@ fn check_value(
     let mut absent = false;
     for rule in &col.rules {
         let changed = match rule {
-            CleanRule::Trim => replace_if(&mut value, |v| {
-                let t = v.trim_matches([' ', '\t']);
-                (t.len() != v.len()).then(|| t.to_owned())
-            }),
+            // Each rule first checks cheaply whether it changes anything: a clean value
+            // costs a byte test or two and no allocation.
+            CleanRule::Trim => {
+                let b = value.as_bytes();
+                let padded = matches!(b.first(), Some(b' ' | b'\t'))
+                    || matches!(b.last(), Some(b' ' | b'\t'));
+                padded && replace_if(&mut value, |v| Some(v.trim_matches([' ', '\t']).to_owned()))
+            }
             CleanRule::Lowercase => replace_if(&mut value, |v| {
-                v.chars().any(char::is_uppercase).then(|| v.to_lowercase())
+                let upper = if v.is_ascii() {
+                    v.bytes().any(|b| b.is_ascii_uppercase())
+                } else {
+                    v.chars().any(char::is_uppercase)
+                };
+                upper.then(|| v.to_lowercase())
             }),
             CleanRule::Uppercase => replace_if(&mut value, |v| {
-                v.chars().any(char::is_lowercase).then(|| v.to_uppercase())
+                let lower = if v.is_ascii() {
+                    v.bytes().any(|b| b.is_ascii_lowercase())
+                } else {
+                    v.chars().any(char::is_lowercase)
+                };
+                lower.then(|| v.to_uppercase())
             }),
             CleanRule::NormalizeNumber => replace_if(&mut value, normalize_number),
             CleanRule::NormalizeUuid => replace_if(&mut value, |v| {
@@ -241,8 +263,45 @@ fn check_value(
             ));
         }
     }
-    values::write_copy(&col.ty, &parsed, copy);
+    if is_canonical(&col.ty, value.as_bytes()) {
+        copy.extend_from_slice(value.as_bytes());
+    } else {
+        values::write_copy(&col.ty, &parsed, copy);
+    }
     Ok(())
+}
+
+/// Whether a value that parsed is already written the way [`values::write_copy`] would
+/// write it, so that its bytes can be copied as they are (the common case, and the
+/// cheapest).
+fn is_canonical(ty: &ColumnType, v: &[u8]) -> bool {
+    let digits =
+        |d: &[u8]| !d.is_empty() && (d == b"0" || d[0] != b'0') && d.iter().all(u8::is_ascii_digit);
+    let unsigned = v.strip_prefix(b"-").unwrap_or(v);
+    match ty {
+        ColumnType::Smallint | ColumnType::Integer | ColumnType::Bigint => {
+            digits(unsigned) && v != b"-0"
+        }
+        ColumnType::Numeric(n) if n.scale == 0 => digits(unsigned) && v != b"-0",
+        ColumnType::Numeric(n) => match unsigned.iter().position(|b| *b == b'.') {
+            Some(dot) => {
+                let frac = &unsigned[dot + 1..];
+                digits(&unsigned[..dot])
+                    && frac.len() == n.scale as usize
+                    && frac.iter().all(u8::is_ascii_digit)
+                    && !(v[0] == b'-' && unsigned.iter().all(|b| matches!(b, b'0' | b'.')))
+            }
+            None => false,
+        },
+        ColumnType::Uuid => {
+            v.len() == 36
+                && v.iter().enumerate().all(|(i, b)| match i {
+                    8 | 13 | 18 | 23 => *b == b'-',
+                    _ => b.is_ascii_digit() || (b'a'..=b'f').contains(b),
+                })
+        }
+        _ => false,
+    }
 }
 
 fn check_text_value(

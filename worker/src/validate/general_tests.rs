@@ -57,6 +57,7 @@ fn rules(schema: TableSchema) -> Rules {
             compiled: Arc::new(CompiledSchema::new(schema).expect("valid schema")),
             layout: None,
         }),
+        csv: Default::default(),
     }
 }
 
@@ -195,4 +196,42 @@ fn a_stray_quote_costs_only_its_line_with_the_files_column_count() {
     assert_eq!(parsed.valid_rows, 1);
     assert_eq!(parsed.rejects.len(), 1);
     assert_eq!(parsed.rejects[0].line, 2);
+}
+
+#[test]
+fn canonical_values_are_copied_and_others_rewritten_the_same_way() {
+    use sluice_core::schema::{ColumnType, NumericScale};
+    let n = |precision, scale| ColumnType::Numeric(NumericScale { precision, scale });
+    for (ty, text) in [
+        (ColumnType::Integer, "0"),
+        (ColumnType::Integer, "-12"),
+        (ColumnType::Bigint, "9223372036854775807"),
+        (n(10, 2), "12.50"),
+        (n(10, 2), "-0.01"),
+        (n(5, 0), "42"),
+        (ColumnType::Uuid, ID_COPY),
+    ] {
+        assert!(is_canonical(&ty, text.as_bytes()), "{text}");
+        let mut written = Vec::new();
+        let v = values::parse(&ty, text).expect("valid");
+        values::write_copy(&ty, &v, &mut written);
+        assert_eq!(
+            written,
+            text.as_bytes(),
+            "copying equals writing for {text}"
+        );
+    }
+    for (ty, text) in [
+        (ColumnType::Integer, "+1"),
+        (ColumnType::Integer, "007"),
+        (ColumnType::Integer, "-0"),
+        (n(10, 2), "12.5"),
+        (n(10, 2), "-0.00"),
+        (n(10, 2), "012.50"),
+        (n(10, 2), "12.500"),
+        (ColumnType::Uuid, "0123456789ABCDEF0123456789ABCDEF"),
+        (ColumnType::Uuid, "01234567-89AB-cdef-0123-456789abcdef"),
+    ] {
+        assert!(!is_canonical(&ty, text.as_bytes()), "{text}");
+    }
 }

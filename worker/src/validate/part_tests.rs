@@ -9,13 +9,8 @@ const MAX_ROW: usize = 600;
 
 fn rules() -> Rules {
     Rules {
-        now: DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
-            .expect("literal")
-            .with_timezone(&Utc),
-        future_tolerance: chrono::Duration::hours(1),
-        collect_event_ids: true,
         max_row_bytes: MAX_ROW,
-        schema: None,
+        ..Rules::for_tests()
     }
 }
 

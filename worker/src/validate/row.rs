@@ -351,22 +351,7 @@ fn parse_quantity(field: &[u8], event_type: EventType) -> Result<u32, RowError> 
 
 /// Appends a text value escaped for COPY's text format.
 fn copy_text(out: &mut Vec<u8>, value: &[u8]) {
-    let needs_escape = value
-        .iter()
-        .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'));
-    if !needs_escape {
-        out.extend_from_slice(value);
-        return;
-    }
-    for &b in value {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
-        }
-    }
+    values::copy_escape(out, value);
 }
 
 /// A value for a message: quoted, lossily decoded, shortened when long.

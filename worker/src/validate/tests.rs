@@ -10,15 +10,7 @@ const GOOD: &str =
     "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d,2026-11-25T05:40:51.123Z,42,s-1,purchase,7,books,12.50,2";
 
 fn rules() -> Rules {
-    Rules {
-        now: DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
-            .expect("literal")
-            .with_timezone(&Utc),
-        future_tolerance: chrono::Duration::hours(1),
-        collect_event_ids: true,
-        max_row_bytes: 1024 * 1024,
-        schema: None,
-    }
+    Rules::for_tests()
 }
 
 fn parse(text: &[u8]) -> ParsedFile {
@@ -301,6 +293,7 @@ fn a_ten_megabyte_line_within_the_row_limit_is_rejected_whole_and_the_next_row_s
     let rules = Rules {
         max_row_bytes: 16 * 1024 * 1024,
         schema: None,
+        csv: Default::default(),
         ..rules()
     };
     let parse = |bytes: &[u8]| parse_file(bytes, &rules).expect("file parses");
@@ -414,6 +407,7 @@ fn a_multi_line_record_must_close_within_the_row_limit() {
     let rules = Rules {
         max_row_bytes: 300,
         schema: None,
+        csv: Default::default(),
         ..rules()
     };
     // A valid row whose quoted category spans 3 lines, over 300 bytes in all: refused.
@@ -442,6 +436,7 @@ fn a_row_longer_than_the_limit_keeps_only_its_head_as_evidence() {
     let rules = Rules {
         max_row_bytes: 1024,
         schema: None,
+        csv: Default::default(),
         ..rules()
     };
     let long = row_with(6, &"x".repeat(5000));
@@ -476,6 +471,7 @@ fn a_long_line_with_an_unclosed_quote_is_too_long_not_the_rest_of_the_file() {
     let rules = Rules {
         max_row_bytes: 1024,
         schema: None,
+        csv: Default::default(),
         ..rules()
     };
     let long = format!("{ID},\"{}", "q".repeat(3000));
