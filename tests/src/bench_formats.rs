@@ -121,20 +121,7 @@ async fn ingest(pg: &PgCluster, data: &Dataset, dir: &Path, params: &FormatBench
     let started = Instant::now();
     data.release(&landing, 0..data.manifest.len())?;
     let files = data.manifest.len() as i64;
-    let deadline = started + Duration::from_secs(600);
-    loop {
-        let done: i64 = client
-            .query_one("SELECT count(*) FROM sluice_files", &[])
-            .await?
-            .get(0);
-        if done == files {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("not finished within 10 minutes ({done}/{files} files)");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    crate::scenario::wait_ledger_files(&client, files, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();
     drop(procs);
     let loaded: i64 = client

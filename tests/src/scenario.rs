@@ -148,3 +148,26 @@ pub async fn wait_no_leftovers(
         }
     }
 }
+
+/// Waits until the ledger holds `files` files (benchmarks: polled every 2 ms so that the
+/// time measured is the time to the last commit).
+pub async fn wait_ledger_files(
+    client: &tokio_postgres::Client,
+    files: i64,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let done: i64 = client
+            .query_one("SELECT count(*) FROM sluice_files", &[])
+            .await?
+            .get(0);
+        if done == files {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("not finished within {timeout:?} ({done}/{files} files)");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

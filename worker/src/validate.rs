@@ -322,38 +322,13 @@ pub fn parse_file(bytes: &[u8], rules: &Rules) -> Result<ParsedFile, FileError> 
 }
 
 fn parse_file_with(bytes: &[u8], rules: &Rules, read_size: usize) -> Result<ParsedFile, FileError> {
-    let mut input = bytes;
-    let reader = RecordReader::new(&mut input, Position::START, rules.max_row_bytes, read_size);
-    let limits = PartLimits {
-        max_input_bytes: u64::MAX,
-        max_reject_bytes: u64::MAX,
-        copy_chunk_bytes: usize::MAX,
-    };
-    let mut copy_rows = Vec::new();
-    let mut sink = |chunk: Vec<u8>| {
-        if copy_rows.is_empty() {
-            copy_rows = chunk;
-        } else {
-            copy_rows.extend_from_slice(&chunk);
-        }
-        Ok(())
-    };
+    // parse_records reserves the COPY buffer itself; the first chunk becomes the result.
     let reserve = bytes.len() + bytes.len() / 8;
-    match parse_records(reader, Position::START, rules, &limits, &mut sink, reserve) {
-        Ok(part) => Ok(ParsedFile {
-            copy_rows,
-            valid_rows: part.valid_rows,
-            event_ids: part.event_ids,
-            rejects: part.rejects,
-            data_rows: part.data_rows,
-            cleaned: part.cleaned,
-        }),
-        Err(ParseError::File(e)) => Err(e),
-        // Reading a slice never fails and the sink above never refuses a chunk.
-        Err(e @ (ParseError::Io(_) | ParseError::SinkClosed | ParseError::NoLayout)) => {
-            unreachable!("parsing bytes in memory failed: {e}")
-        }
-    }
+    collect_whole(0, |sink, limits| {
+        let mut input = bytes;
+        let reader = RecordReader::new(&mut input, Position::START, rules.max_row_bytes, read_size);
+        parse_records(reader, Position::START, rules, limits, sink, reserve)
+    })
 }
 
 /// The part loop shared by [`parse_part`] and [`parse_file`]; `reserve` is the COPY

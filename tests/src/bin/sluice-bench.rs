@@ -361,20 +361,7 @@ async fn bench_sluice(
         std::fs::rename(staging.join(&m.file), landing.join(&m.file))?;
     }
     let files = data.manifest.len() as i64;
-    let deadline = started + Duration::from_secs(600);
-    loop {
-        let done: i64 = client
-            .query_one("SELECT count(*) FROM sluice_files", &[])
-            .await?
-            .get(0);
-        if done == files {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("sluice did not finish within 10 minutes ({done}/{files} files)");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    sluice_testkit::scenario::wait_ledger_files(&client, files, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();
     let loaded: i64 = client
         .query_one("SELECT count(*) FROM events", &[])
