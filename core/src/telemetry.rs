@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -118,11 +118,21 @@ impl Health {
     }
 }
 
+/// How long a client may take to send a request's headers (also the longest an idle
+/// keep-alive connection stays open): a scraper sends them at once.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most connections served at once; more are closed on accept, so slow or idle clients
+/// cannot pile up (Prometheus and the operator need one or two each).
+pub const MAX_CONNECTIONS: usize = 32;
+
 /// A bound metrics/health server, ready to [`serve`](TelemetryServer::serve).
 pub struct TelemetryServer {
     listener: TcpListener,
     registry: Registry,
     health: Arc<Health>,
+    header_read_timeout: std::time::Duration,
+    max_connections: usize,
 }
 
 impl TelemetryServer {
@@ -139,7 +149,20 @@ impl TelemetryServer {
             listener,
             registry,
             health,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
         })
+    }
+
+    /// Other limits than [`HEADER_READ_TIMEOUT`] and [`MAX_CONNECTIONS`] (tests).
+    pub fn with_limits(
+        mut self,
+        header_read_timeout: std::time::Duration,
+        max_connections: usize,
+    ) -> Self {
+        self.header_read_timeout = header_read_timeout;
+        self.max_connections = max_connections.max(1);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -153,7 +176,10 @@ impl TelemetryServer {
             listener,
             registry,
             health,
+            header_read_timeout,
+            max_connections,
         } = self;
+        let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -167,14 +193,25 @@ impl TelemetryServer {
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(
+                    max_connections,
+                    "metrics server: connection limit reached; closing a new connection"
+                );
+                drop(stream);
+                continue;
+            };
             let registry = registry.clone();
             let health = health.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |req| {
                     let response = route(&req, &registry, &health);
                     async move { Ok::<_, Infallible>(response) }
                 });
                 if let Err(e) = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), service)
                     .await
                 {
@@ -333,6 +370,58 @@ mod tests {
         health.set_ready(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+
+        let _ = stop_tx.send(());
+        task.await.expect("server task");
+    }
+
+    /// Reads until the server closes the connection; what it sent.
+    async fn until_closed(s: &mut tokio::net::TcpStream) -> String {
+        let mut out = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "the server did not close the connection");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn slow_headers_are_cut_off_and_connections_are_capped() {
+        let server = TelemetryServer::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            Registry::new(),
+            Health::new(),
+        )
+        .await
+        .expect("bind")
+        .with_limits(std::time::Duration::from_millis(300), 2);
+        let addr = server.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stop_rx.await;
+        }));
+
+        // A client that starts a request and never finishes its headers is closed.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        let answer = until_closed(&mut slow).await;
+        assert!(!answer.contains("200 OK"), "{answer}");
+
+        // Two open connections fill the slots: a third is closed without an answer...
+        let _a = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let _b = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let _ = third
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let answer = until_closed(&mut third).await;
+        assert_eq!(answer, "", "refused while the slots are full");
+        // ...and once the idle ones are cut off, requests are served again.
+        drop((_a, _b));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
 
         let _ = stop_tx.send(());
         task.await.expect("server task");
