@@ -252,6 +252,12 @@ pub struct WorkerConfig {
     /// longer than this many seconds.
     #[schemars(range(min = 1))]
     pub liveness_timeout_seconds: u64,
+    /// Reject tolerance, 0.0 to 1.0: a file whose share of rejected rows exceeds it is set
+    /// aside whole (reason `reject_share_exceeded`) instead of filling quarantine: a
+    /// producer that changed its format should stop the file. Unset: off (every valid row
+    /// loads, every bad one is quarantined). A large file is judged part by part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_reject_share: Option<f64>,
 }
 
 impl Default for WorkerConfig {
@@ -269,6 +275,7 @@ impl Default for WorkerConfig {
             part_bytes: 64 << 20,
             max_row_bytes: 1 << 20,
             liveness_timeout_seconds: 120,
+            max_reject_share: None,
         }
     }
 }
@@ -297,6 +304,14 @@ impl WorkerConfig {
         }
         if self.liveness_timeout_seconds == 0 {
             return Err(invalid("livenessTimeoutSeconds", "must be at least 1"));
+        }
+        if let Some(share) = self.max_reject_share
+            && !(0.0..=1.0).contains(&share)
+        {
+            return Err(invalid(
+                "maxRejectShare",
+                format!("{share} is outside 0.0..=1.0 (leave it unset to turn it off)"),
+            ));
         }
         Ok(())
     }

@@ -117,6 +117,11 @@ pub struct Args {
     /// /healthz fails when a loop of the worker is stuck in one step for this long.
     #[arg(long)]
     pub liveness_timeout_seconds: Option<u64>,
+    /// Reject tolerance, 0.0 to 1.0: a file whose share of rejected rows exceeds it is set
+    /// aside whole (reason reject_share_exceeded) instead of filling quarantine. Default:
+    /// off.
+    #[arg(long, value_name = "SHARE")]
+    pub max_reject_share: Option<f64>,
     /// Reject rows whose event_time is more than this many seconds in the future.
     #[arg(long)]
     pub future_tolerance_seconds: Option<u64>,
@@ -203,6 +208,9 @@ impl Args {
         }
         if let Some(v) = self.max_row_bytes {
             w.max_row_bytes = v;
+        }
+        if self.max_reject_share.is_some() {
+            w.max_reject_share = self.max_reject_share;
         }
         if let Some(v) = self.liveness_timeout_seconds {
             w.liveness_timeout_seconds = v;

@@ -68,6 +68,7 @@ impl Settings {
                     header: self.source.csv.header,
                 }
             },
+            max_reject_share: self.config.max_reject_share,
         }
     }
 

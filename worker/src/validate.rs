@@ -57,6 +57,9 @@ pub struct Rules {
     pub schema: Option<DeclaredRules>,
     /// The CSV dialect and whether files start with a header line.
     pub csv: CsvRules,
+    /// `worker.maxRejectShare`: a file (or part) whose share of rejected rows exceeds it
+    /// is refused whole ([`FileError::RejectShareExceeded`]).
+    pub max_reject_share: Option<f64>,
 }
 
 #[cfg(test)]
@@ -73,6 +76,7 @@ impl Rules {
             max_row_bytes: 1024 * 1024,
             schema: None,
             csv: CsvRules::default(),
+            max_reject_share: None,
         }
     }
 }
@@ -145,6 +149,20 @@ pub enum FileError {
     Binary { offset: usize },
     #[error("the header does not fit the pipeline's schema: {problem}")]
     HeaderMismatch { problem: String },
+    #[error(
+        "{rejected} of {rows} rows (starting at line {first_line}) were rejected, more than \
+         worker.maxRejectShare ({limit}); the file is set aside whole instead of filling \
+         quarantine (first reject: line {example_line}, {example})"
+    )]
+    RejectShareExceeded {
+        rejected: u64,
+        rows: u64,
+        first_line: u64,
+        /// The configured share, as written.
+        limit: String,
+        example_line: u64,
+        example: String,
+    },
     #[error("the file cannot be decompressed ({compression}): {problem}")]
     BadCompression {
         compression: &'static str,
@@ -158,6 +176,7 @@ impl FileError {
         match self {
             FileError::Empty => "empty_file",
             FileError::BadHeader { .. } | FileError::HeaderMismatch { .. } => "bad_header",
+            FileError::RejectShareExceeded { .. } => "reject_share_exceeded",
             FileError::Binary { .. } => "binary_file",
             FileError::BadCompression { .. } => "bad_compression",
         }
@@ -447,7 +466,32 @@ fn parse_records(
     }
     part.end = reader.position();
     part.at_eof = at_eof;
+    check_reject_share(&part, start, rules)?;
     Ok(part)
+}
+
+/// Refuses a part (a small file is one part) whose share of rejected rows exceeds
+/// `rules.max_reject_share`.
+pub(crate) fn check_reject_share(
+    part: &PartSummary,
+    start: Position,
+    rules: &Rules,
+) -> Result<(), FileError> {
+    let (Some(limit), Some(first)) = (rules.max_reject_share, part.rejects.first()) else {
+        return Ok(());
+    };
+    let rejected = part.rejects.len() as u64;
+    if part.data_rows == 0 || rejected as f64 / part.data_rows as f64 <= limit {
+        return Ok(());
+    }
+    Err(FileError::RejectShareExceeded {
+        rejected,
+        rows: part.data_rows,
+        first_line: start.line,
+        limit: limit.to_string(),
+        example_line: first.line,
+        example: format!("{}: {}", first.reason, first.message),
+    })
 }
 
 /// Checks the start of a file: a BOM is skipped, blank lines before the header too; the

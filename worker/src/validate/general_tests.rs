@@ -52,12 +52,11 @@ fn rules(schema: TableSchema) -> Rules {
             .with_timezone(&Utc),
         future_tolerance: chrono::Duration::seconds(0),
         collect_event_ids: false,
-        max_row_bytes: 1 << 20,
         schema: Some(DeclaredRules {
             compiled: Arc::new(CompiledSchema::new(schema).expect("valid schema")),
             layout: None,
         }),
-        csv: Default::default(),
+        ..Rules::for_tests()
     }
 }
 

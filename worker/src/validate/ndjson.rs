@@ -462,6 +462,7 @@ pub(super) fn parse_part(
     }
     part.end = reader.position();
     part.at_eof = at_eof;
+    super::check_reject_share(&part, start, rules)?;
     Ok(part)
 }
 
@@ -472,14 +473,10 @@ mod tests {
 
     fn rules() -> Rules {
         Rules {
-            now: chrono::DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
-                .expect("time")
-                .with_timezone(&chrono::Utc),
             future_tolerance: chrono::Duration::hours(24),
             collect_event_ids: false,
             max_row_bytes: 1024,
-            schema: None,
-            csv: Default::default(),
+            ..Rules::for_tests()
         }
     }
 

@@ -523,3 +523,35 @@ fn a_byte_order_mark_after_the_start_is_data() {
     let with_bom = format!("\u{feff}{GOOD}");
     assert_eq!(reason_of(&with_bom), Some(RejectReason::BadEventId));
 }
+
+#[test]
+fn a_file_over_the_reject_share_is_refused_whole_and_one_under_it_loads() {
+    let bad = row_with(4, "refund");
+    let rules = Rules {
+        max_reject_share: Some(0.5),
+        ..Rules::for_tests()
+    };
+    let over = file(&[GOOD, &bad, &bad, &bad]);
+    match parse_file(&over, &rules) {
+        Err(
+            e @ FileError::RejectShareExceeded {
+                rejected: 3,
+                rows: 4,
+                ..
+            },
+        ) => {
+            assert_eq!(e.code(), "reject_share_exceeded");
+            let message = e.to_string();
+            assert!(
+                message.contains("3 of 4") && message.contains("unknown_event_type"),
+                "{message}"
+            );
+        }
+        other => panic!("expected reject_share_exceeded, got {other:?}"),
+    }
+    let at_limit = file(&[GOOD, GOOD, &bad, &bad]);
+    let parsed = parse_file(&at_limit, &rules).expect("exactly half is not over");
+    assert_eq!((parsed.valid_rows, parsed.rejects.len()), (2, 2));
+    // Off by default: the same file loads what it can.
+    assert_eq!(parse(&over).valid_rows, 1);
+}
