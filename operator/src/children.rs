@@ -96,6 +96,15 @@ pub fn selector_labels(pipeline: &str, component: &str) -> BTreeMap<String, Stri
     l
 }
 
+/// [`selector_labels`] as a label selector string (`k=v,k=v`), for the scale subresource.
+pub fn selector_string(pipeline: &str, component: &str) -> String {
+    selector_labels(pipeline, component)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The inputs besides the resource itself.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BuildInputs {

@@ -29,6 +29,11 @@ pub const FIELD_MANAGER: &str = "sluice-operator";
     shortname = "ipl",
     category = "sluice",
     status = "IngestPipelineStatus",
+    scale(
+        spec_replicas_path = ".spec.worker.replicas",
+        status_replicas_path = ".status.workersDesired",
+        label_selector_path = ".status.selector"
+    ),
     derive = "PartialEq",
     doc = "An ingestion pipeline: generator (optional), shared landing volume and workers loading CSV event files into PostgreSQL exactly once.",
     printcolumn(
@@ -369,9 +374,13 @@ pub struct IngestPipelineStatus {
     /// Worker pods ready.
     #[serde(default)]
     pub workers_ready: i32,
-    /// Worker pods wanted (0 when suspended).
+    /// Worker pods wanted (0 when suspended); the scale subresource's status.replicas.
     #[serde(default)]
     pub workers_desired: i32,
+    /// Label selector of the worker pods (for `kubectl scale` and HorizontalPodAutoscalers,
+    /// through the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// Whether the generator pod is ready (false when disabled or suspended).
     #[serde(default)]
     pub generator_ready: bool,

@@ -423,6 +423,7 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
     let mut obs = Observed {
         generation: ipl.metadata.generation,
         suspended: ipl.spec.suspend,
+        selector: Some(children::selector_string(&name, "worker")),
         ..Default::default()
     };
 

@@ -103,6 +103,8 @@ pub struct Observed {
     /// Fresh figures from the workers, None when they could not be read (the previous
     /// ones are kept).
     pub figures: Option<Figures>,
+    /// Label selector of the worker pods (status.selector, for the scale subresource).
+    pub selector: Option<String>,
 }
 
 /// Computes the new status from the previous one and what was observed.
@@ -221,6 +223,7 @@ pub fn compute(
         workers_ready: w.ready,
         workers_desired: w.desired,
         generator_ready: g.desired > 0 && g.ready >= g.desired,
+        selector: obs.selector.clone(),
         ..Default::default()
     };
     match (&obs.figures, prev) {

@@ -1115,6 +1115,85 @@ async fn spec_changes_converge() -> Result<()> {
     op.shutdown().await
 }
 
+/// The scale subresource (`kubectl scale ipl/shop --replicas 3`, HorizontalPodAutoscalers)
+/// reads and writes spec.worker.replicas and reports the worker pods' selector.
+#[tokio::test]
+async fn the_scale_subresource_sets_worker_replicas() -> Result<()> {
+    let Some(op) = Operator::start("op-scale").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({}))).await?;
+    op.wait_children().await?;
+    let ipl = op
+        .wait_status("a selector in status", CONVERGE, |ipl| {
+            ipl.status.as_ref().is_some_and(|s| s.selector.is_some())
+        })
+        .await?;
+    let selector = ipl.status.and_then(|s| s.selector).context("selector")?;
+    let api = op.api::<IngestPipeline>();
+    let scale = api
+        .get_scale("shop")
+        .await
+        .context("GET the scale subresource")?;
+    assert_eq!(
+        scale.spec.and_then(|s| s.replicas),
+        Some(2),
+        "the example's 2 workers"
+    );
+    let status = scale.status.context("scale status")?;
+    assert_eq!(status.selector.as_deref(), Some(selector.as_str()));
+    // The selector finds exactly the worker pods.
+    wait_pods(&op, "worker", 2).await?;
+    let pods: Api<Pod> = op.api();
+    let found = pods
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    assert!(
+        found
+            .items
+            .iter()
+            .all(|p| p.name_any().starts_with("shop-worker-"))
+            && !found.items.is_empty(),
+        "{selector} selects {:?}",
+        found.items.iter().map(|p| p.name_any()).collect::<Vec<_>>()
+    );
+
+    api.patch_scale(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "spec": { "replicas": 3 } })),
+    )
+    .await
+    .context("PATCH the scale subresource")?;
+    let stored = api.get("shop").await?;
+    assert_eq!(
+        stored.spec.worker.replicas, 3,
+        "written into spec.worker.replicas"
+    );
+    wait_for(
+        &op.api::<StatefulSet>(),
+        "shop-worker",
+        "StatefulSet replicas 3 after a scale",
+        CONVERGE,
+        |s| worker_replicas(s) == Some(3),
+    )
+    .await?;
+    // The CRD's bounds hold through the subresource too.
+    let refused = api
+        .patch_scale(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "spec": { "replicas": 0 } })),
+        )
+        .await;
+    assert!(
+        refused.is_err(),
+        "replicas 0 is refused (spec.suspend scales to zero)"
+    );
+    op.shutdown().await
+}
+
 /// suspend: true → generator and workers at 0 (pods gone), Suspended True, Ready False;
 /// volumes and config kept; suspend: false → back to 1 and 2.
 #[tokio::test]
