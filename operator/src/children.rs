@@ -202,8 +202,14 @@ pub fn landing_claim(ipl: &IngestPipeline) -> Option<PersistentVolumeClaim> {
         return None;
     }
     let name = ipl.name_any();
+    let mut metadata = meta(ipl, landing_claim_name(&name), "landing");
+    if !lz.delete_claim {
+        // Without an owner the garbage collector leaves the claim, and the files not yet
+        // loaded on it, when the pipeline is deleted.
+        metadata.owner_references = None;
+    }
     Some(PersistentVolumeClaim {
-        metadata: meta(ipl, landing_claim_name(&name), "landing"),
+        metadata,
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec![lz.access_mode.as_str().to_string()]),
             storage_class_name: lz.storage_class_name.clone(),
@@ -738,11 +744,6 @@ pub(crate) mod tests {
         let c = build(&ipl, &BuildInputs::default());
         let metas = [
             (&c.config_map.metadata, "shop-config", "config"),
-            (
-                &c.landing_claim.as_ref().expect("claim").metadata,
-                "shop-landing",
-                "landing",
-            ),
             (&c.service_account.metadata, "shop-sluice", "pods"),
             (&c.service.metadata, "shop-worker", "metrics"),
             (&c.generator.metadata, "shop-generator", "generator"),
@@ -764,6 +765,32 @@ pub(crate) mod tests {
             assert_eq!(owners[0].uid, "1234-uid");
             assert_eq!(owners[0].controller, Some(true));
         }
+    }
+
+    #[test]
+    fn the_landing_claim_outlives_the_pipeline_unless_delete_claim() {
+        let mut ipl = sample();
+        let kept = build(&ipl, &BuildInputs::default())
+            .landing_claim
+            .expect("claim");
+        assert_eq!(kept.metadata.name.as_deref(), Some("shop-landing"));
+        assert_eq!(kept.metadata.owner_references, None, "kept by default");
+        assert_eq!(
+            kept.metadata
+                .labels
+                .as_ref()
+                .map(|l| l["app.kubernetes.io/component"].clone()),
+            Some("landing".into())
+        );
+        ipl.spec.landing_zone.delete_claim = true;
+        let owned = build(&ipl, &BuildInputs::default())
+            .landing_claim
+            .expect("claim");
+        let owners = owned.metadata.owner_references.expect("owned");
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].controller),
+            ("IngestPipeline", Some(true))
+        );
     }
 
     #[test]

@@ -196,6 +196,11 @@ pub struct LandingZoneSpec {
     /// creating one; it is then never deleted by the operator.
     #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub existing_claim: Option<String>,
+    /// Delete the landing claim the operator created when the pipeline is deleted. Off by
+    /// default: the claim (and any file not loaded yet) outlives the pipeline; a pipeline
+    /// created again with the same name, or any pipeline with existingClaim naming it,
+    /// takes it over.
+    pub delete_claim: bool,
 }
 
 impl Default for LandingZoneSpec {
@@ -205,6 +210,7 @@ impl Default for LandingZoneSpec {
             storage_class_name: None,
             access_mode: LandingAccessMode::ReadWriteMany,
             existing_claim: None,
+            delete_claim: false,
         }
     }
 }

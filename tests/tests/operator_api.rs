@@ -677,12 +677,13 @@ async fn example_pipeline_creates_all_children() -> Result<()> {
     assert_eq!(cfg["sslmode"], json!("disable"), "{cfg}");
     let hash = children::sha256_hex(text.as_bytes());
 
-    check_owned(
-        "PersistentVolumeClaim",
-        &c.landing.metadata,
-        "landing",
-        &ipl,
+    // The landing claim is labelled but not owned: it outlives the pipeline
+    // (landingZone.deleteClaim is false by default).
+    assert_eq!(
+        c.landing.metadata.labels.as_ref(),
+        Some(&expected_labels("landing"))
     );
+    assert_eq!(c.landing.metadata.owner_references, None);
     let pvc = c.landing.spec.as_ref().expect("pvc spec");
     assert_eq!(pvc.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
     assert_eq!(
@@ -1418,14 +1419,11 @@ async fn deleting_the_pipeline_garbage_collects_children() -> Result<()> {
         wait_gone(op.api::<ConfigMap>(), "shop-config", GC_TIMEOUT),
         wait_gone(op.api::<Service>(), "shop-worker", GC_TIMEOUT),
         wait_gone(op.api::<ServiceAccount>(), "shop-sluice", GC_TIMEOUT),
-        // Deleted once no pod uses it (pvc-protection finalizer).
-        wait_gone(
-            op.api::<PersistentVolumeClaim>(),
-            "shop-landing",
-            GC_TIMEOUT
-        ),
+        wait_pods(&op, "worker", 0),
     );
-    let gc = [a, b, c, d, e, f].into_iter().collect::<Result<Vec<()>>>();
+    let gc = [a, b, c, d, e, f.map(|_| ())]
+        .into_iter()
+        .collect::<Result<Vec<()>>>();
     if let Err(e) = gc {
         bail!(
             "{e:#}\nthe end of the kube-controller-manager log:\n{}",
@@ -1443,5 +1441,22 @@ async fn deleting_the_pipeline_garbage_collects_children() -> Result<()> {
         .get("checkpoint-shop-worker-0")
         .await
         .context("checkpoint claims are kept")?;
+    // So does the landing claim (deleteClaim: false), with its unloaded files...
+    let kept = op
+        .api::<PersistentVolumeClaim>()
+        .get("shop-landing")
+        .await
+        .context("the landing claim is kept")?;
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "not being deleted"
+    );
+    // ...and a pipeline created again under the same name takes it over as it is.
+    op.create_pipeline(&pipeline(json!({}))).await?;
+    let again = op.wait_children().await?;
+    assert_eq!(
+        again.landing.metadata.uid, kept.metadata.uid,
+        "the same claim, re-adopted by name"
+    );
     op.shutdown().await
 }
