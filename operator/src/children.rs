@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
     SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
@@ -41,7 +41,9 @@ pub const CONFIG_FILE: &str = "pipeline.json";
 pub const CONFIG_DIR: &str = "/etc/sluice";
 pub const LANDING_DIR: &str = "/data/landing";
 pub const CHECKPOINT_DIR: &str = "/data/checkpoint";
-pub const PG_CA_DIR: &str = "/etc/sluice/postgres";
+/// Where the credentials Secret is mounted as files (not under the read-only config
+/// mount at /etc/sluice: a mount point cannot be created inside it).
+pub const PG_CA_DIR: &str = "/etc/sluice-postgres";
 pub const WORKER_METRICS_PORT: i32 = 9100;
 pub const GENERATOR_METRICS_PORT: i32 = 9102;
 pub const RUN_AS: i64 = 65532;
@@ -110,6 +112,18 @@ pub fn selector_string(pipeline: &str, component: &str) -> String {
 pub struct BuildInputs {
     /// resourceVersion of the credentials Secret, None when it does not exist.
     pub secret_version: Option<String>,
+    /// Which keys the Secret holds (decides the file the worker reads its password from).
+    pub secret_layout: SecretLayout,
+}
+
+/// The two layouts of the credentials Secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretLayout {
+    /// Key `uri`: the whole connection URL.
+    #[default]
+    Uri,
+    /// Keys `host`, `port`, `dbname`, `user`, `password` (CloudNativePG's app secrets).
+    Keys,
 }
 
 /// Everything the operator applies for one pipeline.
@@ -546,29 +560,33 @@ pub fn worker_args() -> Vec<String> {
     ]
 }
 
-/// The worker's environment: its id from the pod name, and the PostgreSQL connection
-/// from the Secret (`uri` → DATABASE_URL, else host/port/dbname/user/password → PG*).
-pub fn worker_env(ipl: &IngestPipeline) -> Vec<EnvVar> {
+/// The worker's environment: its id from the pod name, and the PostgreSQL connection.
+/// What holds a password is read from the Secret mounted as files ([`PG_CA_DIR`]), never
+/// passed in an environment variable: `uri` → DATABASE_URL_FILE, or, for the separate
+/// keys, host/port/dbname/user as PG* variables and `password` → PGPASSWORD_FILE.
+pub fn worker_env(ipl: &IngestPipeline, layout: SecretLayout) -> Vec<EnvVar> {
     let secret = ipl.spec.postgres.secret_ref.name.as_str();
-    let mut env = vec![
-        EnvVar {
-            name: "SLUICE_WORKER_ID".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    api_version: Some("v1".into()),
-                }),
-                ..Default::default()
+    let mut env = vec![EnvVar {
+        name: "SLUICE_WORKER_ID".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".into(),
+                api_version: Some("v1".into()),
             }),
             ..Default::default()
-        },
-        env_secret("DATABASE_URL", secret, "uri"),
-        env_secret("PGHOST", secret, "host"),
-        env_secret("PGPORT", secret, "port"),
-        env_secret("PGDATABASE", secret, "dbname"),
-        env_secret("PGUSER", secret, "user"),
-        env_secret("PGPASSWORD", secret, "password"),
-    ];
+        }),
+        ..Default::default()
+    }];
+    match layout {
+        SecretLayout::Uri => env.push(env_value("DATABASE_URL_FILE", &format!("{PG_CA_DIR}/uri"))),
+        SecretLayout::Keys => env.extend([
+            env_secret("PGHOST", secret, "host"),
+            env_secret("PGPORT", secret, "port"),
+            env_secret("PGDATABASE", secret, "dbname"),
+            env_secret("PGUSER", secret, "user"),
+            env_value("PGPASSWORD_FILE", &format!("{PG_CA_DIR}/password")),
+        ]),
+    }
     if ipl.spec.postgres.sslmode == SslMode::VerifyFull {
         env.push(env_value("PGSSLROOTCERT", &format!("{PG_CA_DIR}/ca.crt")));
     }
@@ -614,30 +632,23 @@ pub fn worker(ipl: &IngestPipeline, config_hash: &str, inputs: &BuildInputs) -> 
         mount("tmp", "/tmp", false),
     ];
     let mut volumes = vec![landing_volume(ipl), config_volume(ipl), tmp_volume()];
-    if spec.postgres.sslmode == SslMode::VerifyFull {
-        mounts.push(mount("postgres-ca", PG_CA_DIR, true));
-        volumes.push(Volume {
-            name: "postgres-ca".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(spec.postgres.secret_ref.name.clone()),
-                items: Some(vec![KeyToPath {
-                    key: "ca.crt".into(),
-                    path: "ca.crt".into(),
-                    ..Default::default()
-                }]),
-                default_mode: Some(0o440),
-                optional: Some(true),
-                ..Default::default()
-            }),
+    // The credentials (and ca.crt) as files, readable by the pod's group only.
+    mounts.push(mount("postgres", PG_CA_DIR, true));
+    volumes.push(Volume {
+        name: "postgres".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(spec.postgres.secret_ref.name.clone()),
+            default_mode: Some(0o440),
             ..Default::default()
-        });
-    }
+        }),
+        ..Default::default()
+    });
     let container = Container {
         name: "worker".into(),
         image: Some(spec.images.worker.clone()),
         image_pull_policy: Some(spec.images.pull_policy.as_str().into()),
         args: Some(worker_args()),
-        env: Some(worker_env(ipl)),
+        env: Some(worker_env(ipl, inputs.secret_layout)),
         ports: Some(vec![metrics_port(WORKER_METRICS_PORT)]),
         liveness_probe: Some(http_probe("/healthz", 10, 6, 5)),
         readiness_probe: Some(http_probe("/readyz", 5, 3, 2)),
@@ -929,16 +940,53 @@ pub(crate) mod tests {
                 .map(|f| f.field_path.as_str()),
             Some("metadata.name")
         );
-        let url = env.iter().find(|e| e.name == "DATABASE_URL").expect("url");
-        let sel = url
-            .value_from
-            .as_ref()
-            .and_then(|v| v.secret_key_ref.as_ref())
-            .expect("secret ref");
-        assert_eq!(sel.name, "pg-credentials");
-        assert_eq!(sel.key, "uri");
-        assert!(env.iter().any(|e| e.name == "PGPASSWORD"));
+        let url = env
+            .iter()
+            .find(|e| e.name == "DATABASE_URL_FILE")
+            .expect("url file");
+        assert_eq!(url.value.as_deref(), Some("/etc/sluice-postgres/uri"));
+        assert!(
+            !env.iter()
+                .any(|e| e.name == "DATABASE_URL" || e.name == "PGPASSWORD"),
+            "no secret in an environment variable"
+        );
         assert!(!env.iter().any(|e| e.name == "PGSSLROOTCERT"));
+        let vol = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "postgres")
+            .and_then(|v| v.secret.as_ref())
+            .expect("credentials volume");
+        assert_eq!(vol.secret_name.as_deref(), Some("pg-credentials"));
+        assert_eq!(vol.default_mode, Some(0o440));
+    }
+
+    #[test]
+    fn separate_keys_give_the_password_as_a_file() {
+        let c = build(
+            &sample(),
+            &BuildInputs {
+                secret_layout: SecretLayout::Keys,
+                ..Default::default()
+            },
+        );
+        let pod = pod_spec_of_worker(&c);
+        let env = pod.containers[0].env.as_ref().expect("env");
+        let find = |n: &str| env.iter().find(|e| e.name == n);
+        assert_eq!(
+            find("PGPASSWORD_FILE").and_then(|e| e.value.as_deref()),
+            Some("/etc/sluice-postgres/password")
+        );
+        let host = find("PGHOST")
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .expect("host from the Secret");
+        assert_eq!(
+            (host.name.as_str(), host.key.as_str()),
+            ("pg-credentials", "host")
+        );
+        assert!(find("PGPASSWORD").is_none() && find("DATABASE_URL_FILE").is_none());
     }
 
     #[test]
@@ -977,12 +1025,12 @@ pub(crate) mod tests {
             .iter()
             .find(|e| e.name == "PGSSLROOTCERT")
             .expect("ca env");
-        assert_eq!(ca.value.as_deref(), Some("/etc/sluice/postgres/ca.crt"));
+        assert_eq!(ca.value.as_deref(), Some("/etc/sluice-postgres/ca.crt"));
         let vol = pod
             .volumes
             .iter()
             .flatten()
-            .find(|v| v.name == "postgres-ca")
+            .find(|v| v.name == "postgres")
             .and_then(|v| v.secret.as_ref())
             .expect("ca volume");
         assert_eq!(vol.secret_name.as_deref(), Some("pg-credentials"));
@@ -1049,6 +1097,7 @@ pub(crate) mod tests {
             &ipl,
             &BuildInputs {
                 secret_version: Some("42".into()),
+                ..Default::default()
             },
         );
         assert_eq!(template_annotation(&present, CREDENTIALS_ANNOTATION), "42");

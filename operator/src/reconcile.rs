@@ -147,6 +147,24 @@ fn key(ipl: &IngestPipeline) -> String {
     format!("{}/{}", ipl.namespace().unwrap_or_default(), ipl.name_any())
 }
 
+/// Whether the Secret holds key `key` (in data or stringData).
+fn secret_has(secret: &Secret, key: &str) -> bool {
+    secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+        || secret
+            .string_data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(key))
+}
+
+/// The Secret's layout: the separate keys when it has `host` and no `uri`, else `uri`
+/// (also for a missing Secret: the pods cannot start until it exists anyway).
+pub fn secret_layout(secret: Option<&Secret>) -> children::SecretLayout {
+    match secret {
+        Some(s) if secret_has(s, "host") && !secret_has(s, "uri") => children::SecretLayout::Keys,
+        _ => children::SecretLayout::Uri,
+    }
+}
+
 /// The Secret check: a problem (missing Secret or keys) and its resourceVersion.
 pub fn check_secret(
     secret: Option<&Secret>,
@@ -166,13 +184,7 @@ pub fn check_secret(
             None,
         );
     };
-    let has = |k: &str| {
-        secret.data.as_ref().is_some_and(|d| d.contains_key(k))
-            || secret
-                .string_data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(k))
-    };
+    let has = |k: &str| secret_has(secret, k);
     let version = secret.metadata.resource_version.clone();
     if !has("uri") && !has("host") {
         return (
@@ -453,7 +465,13 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
         })?;
     let (secret_problem, secret_version) = check_secret(secret.as_ref(), ipl, &ns);
 
-    let mut built = children::build(ipl, &BuildInputs { secret_version });
+    let mut built = children::build(
+        ipl,
+        &BuildInputs {
+            secret_version,
+            secret_layout: secret_layout(secret.as_ref()),
+        },
+    );
     if keep_claim_templates(&mut built.worker, existing_sts.as_ref()) {
         publish(
             ctx,

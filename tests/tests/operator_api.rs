@@ -777,13 +777,33 @@ async fn example_pipeline_creates_all_children() -> Result<()> {
         .and_then(|v| v.field_ref.as_ref())
         .map(|f| f.field_path.as_str());
     assert_eq!(worker_id, Some("metadata.name"));
-    let url = env
+    // Credentials are a mounted file, not an environment variable. The example Secret
+    // has separate keys (CloudNativePG's layout): the password is a file.
+    let password = env
         .iter()
-        .find(|e| e.name == "DATABASE_URL")
+        .find(|e| e.name == "PGPASSWORD_FILE")
+        .and_then(|e| e.value.as_deref());
+    assert_eq!(password, Some("/etc/sluice-postgres/password"));
+    let host = env
+        .iter()
+        .find(|e| e.name == "PGHOST")
         .and_then(|e| e.value_from.as_ref())
         .and_then(|v| v.secret_key_ref.as_ref())
         .map(|s| (s.name.as_str(), s.key.as_str()));
-    assert_eq!(url, Some((SECRET, "uri")));
+    assert_eq!(host, Some((SECRET, "host")));
+    assert!(
+        !env.iter()
+            .any(|e| e.name == "DATABASE_URL" || e.name == "PGPASSWORD")
+    );
+    let credentials = wpod
+        .volumes
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|v| v.name == "postgres")
+        .and_then(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.as_deref());
+    assert_eq!(credentials, Some(SECRET));
     let templates = s.volume_claim_templates.as_deref().unwrap_or_default();
     assert_eq!(templates.len(), 1);
     assert_eq!(templates[0].metadata.name.as_deref(), Some("checkpoint"));
