@@ -171,3 +171,11 @@ pub async fn wait_ledger_files(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// Writes a landing file as producers must: a dot-temp name in the same directory, then
+/// a rename, so a worker never sees it half-written. Panics on I/O errors (tests only).
+pub fn land(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) {
+    let temp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&temp, bytes).expect("write landing file");
+    std::fs::rename(&temp, dir.join(name)).expect("rename landing file");
+}

@@ -87,9 +87,7 @@ fn write_hand_file(dir: &Path, name: &str) {
         text.push_str(r.line);
         text.push('\n');
     }
-    let temp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&temp, text).expect("write file");
-    std::fs::rename(&temp, dir.join(name)).expect("rename");
+    sluice_testkit::scenario::land(dir, name, text);
 }
 
 /// The cleaned-rows counts the worker exposes, for every (column, rule) pair.

@@ -16,10 +16,7 @@ fn write_file(dir: &Path, name: &str, categories: &[&str]) {
             uuid::Uuid::new_v4()
         ));
     }
-    // Written under a temporary name and renamed, as producers must.
-    let temp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&temp, text).expect("write file");
-    std::fs::rename(&temp, dir.join(name)).expect("rename");
+    sluice_testkit::scenario::land(dir, name, text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,12 +37,7 @@ fn ids(rows: &[(Uuid, String)]) -> Vec<Uuid> {
     rows.iter().map(|(id, _)| *id).collect()
 }
 
-/// Writes a landing file as producers must: a dot-temp name, then a rename.
-fn land(dir: &Path, name: &str, bytes: &[u8]) {
-    let temp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&temp, bytes).expect("write landing file");
-    std::fs::rename(&temp, dir.join(name)).expect("rename landing file");
-}
+use sluice_testkit::scenario::land;
 
 /// Entries of `dir` whose name ends in `.csv` (symlinks included).
 fn csv_entries(dir: &Path) -> Vec<String> {
@@ -235,9 +230,9 @@ async fn identical_content_under_a_new_name_is_a_redelivery() {
     let (root, _db, client, mut w) = start(&["--metrics-addr", &addr_arg]).await;
     let landing = root.path().join("landing");
     let a = rows(3, "books");
-    land(&landing, "a.csv", &csv(&a));
+    land(&landing, "a.csv", csv(&a));
     settle(&client, &mut [&mut w], &[&landing], 1).await;
-    land(&landing, "b.csv", &csv(&a));
+    land(&landing, "b.csv", csv(&a));
     settle(&client, &mut [&mut w], &[&landing], 2).await;
 
     assert_eq!(
@@ -285,9 +280,9 @@ async fn identical_content_under_a_new_name_is_a_redelivery() {
     // With --load-redeliveries the same two files both load, and the ledger says so.
     let (root, _db, client, mut w) = start(&["--load-redeliveries"]).await;
     let landing = root.path().join("landing");
-    land(&landing, "a.csv", &csv(&a));
+    land(&landing, "a.csv", csv(&a));
     settle(&client, &mut [&mut w], &[&landing], 1).await;
-    land(&landing, "b.csv", &csv(&a));
+    land(&landing, "b.csv", csv(&a));
     settle(&client, &mut [&mut w], &[&landing], 2).await;
     assert_eq!(
         event_ids(&client).await,
@@ -325,7 +320,7 @@ async fn two_pipelines_sharing_a_database_stay_apart() {
 
     let data = rows(4, "books");
     for l in &landings {
-        land(l, "orders.csv", &csv(&data));
+        land(l, "orders.csv", csv(&data));
     }
     let landing_refs: Vec<&Path> = landings.iter().map(PathBuf::as_path).collect();
     settle(&client, &mut [&mut w_shop, &mut w_ads], &landing_refs, 2).await;
@@ -440,7 +435,7 @@ async fn a_symlinked_reason_note_cannot_overwrite_the_checkpoint() {
     std::fs::write(&outside, csv(&outside_rows)).expect("outside file");
     std::os::unix::fs::symlink(&outside, landing.join("link.csv")).expect("symlink");
     let normal = rows(1, "books");
-    land(&landing, "normal.csv", &csv(&normal));
+    land(&landing, "normal.csv", csv(&normal));
     wait_until(
         &mut [&mut w],
         Duration::from_secs(45),
@@ -453,7 +448,7 @@ async fn a_symlinked_reason_note_cannot_overwrite_the_checkpoint() {
     .await;
     // One more file after it: link.csv had every chance to be picked up.
     let last = rows(1, "garden");
-    land(&landing, "last.csv", &csv(&last));
+    land(&landing, "last.csv", csv(&last));
     wait_until(
         &mut [&mut w],
         Duration::from_secs(45),
@@ -523,7 +518,7 @@ async fn archive_that_is_not_a_directory_does_not_spin() {
     let client = db.connect().await.expect("connect");
     let files: Vec<Vec<(Uuid, String)>> = (0..3).map(|_| rows(2, "books")).collect();
     for (i, f) in files.iter().enumerate() {
-        land(&landing, &format!("f{i}.csv"), &csv(f));
+        land(&landing, &format!("f{i}.csv"), csv(f));
     }
     wait_until(
         &mut [&mut w],

@@ -135,13 +135,7 @@ fn csv<L: AsRef<[u8]>>(lines: &[L]) -> Vec<u8> {
     out
 }
 
-/// Writes a landing file as producers must: a dot-temp name in the same directory, then
-/// a rename, so the worker never sees it half-written.
-fn land(dir: &Path, name: &str, bytes: &[u8]) {
-    let temp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&temp, bytes).expect("write landing file");
-    std::fs::rename(&temp, dir.join(name)).expect("rename landing file");
-}
+use sluice_testkit::scenario::land;
 
 fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
     ids.sort();
@@ -168,7 +162,7 @@ async fn stray_quote_in_an_unquoted_field_is_literal() {
     let mut r = rig(&[]).await;
     let rows = [row("12\" pipes"), row("books"), row("toys"), row("garden")];
     let lines: Vec<&String> = rows.iter().map(|(_, l)| l).collect();
-    land(&r.landing, "quotes.csv", &csv(&lines));
+    land(&r.landing, "quotes.csv", csv(&lines));
     r.settle(1).await;
 
     assert_eq!(
@@ -208,7 +202,7 @@ async fn unterminated_quote_takes_only_its_own_line() {
     let lines = [
         &good[0].1, &good[1].1, &bad, &good[2].1, &good[3].1, &good[4].1,
     ];
-    land(&r.landing, "unclosed.csv", &csv(&lines));
+    land(&r.landing, "unclosed.csv", csv(&lines));
     r.settle(1).await;
 
     assert_eq!(
@@ -245,7 +239,7 @@ async fn nul_byte_in_one_row_quarantines_only_that_row() {
     land(
         &r.landing,
         "nul-row.csv",
-        &csv(&[line1.as_bytes(), &nul_line, line3.as_bytes()]),
+        csv(&[line1.as_bytes(), &nul_line, line3.as_bytes()]),
     );
     // A NUL in the header is what makes a file binary.
     let mut binary = sluice_core::HEADER.as_bytes().to_vec();
@@ -324,7 +318,7 @@ async fn rejected_rows_keep_their_exact_bytes() {
     land(
         &r.landing,
         "rejects.csv",
-        &csv(&[&line1, &unknown_type, &line3, &negative]),
+        csv(&[&line1, &unknown_type, &line3, &negative]),
     );
     r.settle(1).await;
 
@@ -372,7 +366,7 @@ async fn dedupe_counts_skipped_rows_in_the_ledger() {
     land(
         &r.landing,
         "a.csv",
-        &csv(&first.iter().map(|(_, l)| l).collect::<Vec<_>>()),
+        csv(&first.iter().map(|(_, l)| l).collect::<Vec<_>>()),
     );
     r.settle(1).await;
     // b.csv: 3 new events, and 2 whose ids a.csv already stored.
@@ -382,7 +376,7 @@ async fn dedupe_counts_skipped_rows_in_the_ledger() {
     land(
         &r.landing,
         "b.csv",
-        &csv(&second.iter().map(|(_, l)| l).collect::<Vec<_>>()),
+        csv(&second.iter().map(|(_, l)| l).collect::<Vec<_>>()),
     );
     r.settle(2).await;
 
@@ -414,7 +408,7 @@ async fn a_row_longer_than_the_limit_is_quarantined() {
     let (id1, line1) = row("books");
     let (id3, line3) = row("toys");
     let long = row_with(Uuid::new_v4(), &"x".repeat(100_000));
-    land(&r.landing, "long.csv", &csv(&[&line1, &long, &line3]));
+    land(&r.landing, "long.csv", csv(&[&line1, &long, &line3]));
     r.settle(1).await;
 
     assert_eq!(

@@ -19,9 +19,7 @@ fn land(dir: &Path, name: &str, good: usize, bad: usize) {
             uuid::Uuid::new_v4()
         ));
     }
-    let temp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&temp, text).expect("write file");
-    std::fs::rename(&temp, dir.join(name)).expect("rename");
+    sluice_testkit::scenario::land(dir, name, text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

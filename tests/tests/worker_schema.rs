@@ -12,11 +12,7 @@ use sluice_testkit::procs::{
 };
 use sluice_testkit::scenario::wait_settled;
 
-fn land(dir: &Path, name: &str, text: &str) {
-    let temp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&temp, text).expect("write file");
-    std::fs::rename(&temp, dir.join(name)).expect("rename");
-}
+use sluice_testkit::scenario::land;
 
 fn config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("pipeline.json");
@@ -103,7 +99,7 @@ async fn a_declared_schema_creates_cleans_and_types_the_table() {
     land(
         &landing,
         "r-1.csv",
-        &format!(
+        format!(
             "site,time,reading_id,celsius,extra,ok,samples,day,meta,ratio\n\
              \x20North ,2026-11-25T10:00:00+02:00,urn:uuid:{A},+1_2.5,x,,7,2026-11-25,\"{{\"\"k\"\": [1, 2]}}\",6.02e23\n\
              south,2026-11-25T10:00:00Z,{},-3,y,no,,,,\n\
@@ -220,7 +216,7 @@ async fn a_table_that_does_not_fit_blocks_loading_until_it_is_fixed() {
     land(
         &landing,
         "r-1.csv",
-        &format!("reading_id,time,site,celsius\n{A},2026-11-25T10:00:00Z,north,1.5\n"),
+        format!("reading_id,time,site,celsius\n{A},2026-11-25T10:00:00Z,north,1.5\n"),
     );
     let metrics = free_local_addr();
     let (mut w, log) = spawn(root.path(), db.url(), metrics);
