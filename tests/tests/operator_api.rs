@@ -1412,6 +1412,63 @@ async fn invalid_resources_are_rejected_by_the_schema() -> Result<()> {
     op.shutdown().await
 }
 
+/// spec.schema: a declared table reaches the workers' config as written; a schema the
+/// operator's checks refuse is Degraded InvalidSpec naming the column and the fix; the
+/// API server's schema refuses an unknown column type.
+#[tokio::test]
+async fn declared_schemas_reach_the_workers_or_are_refused_by_name() -> Result<()> {
+    let Some(op) = Operator::start("op-schema").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    let columns = json!([
+        {"name": "id", "type": "uuid"},
+        {"name": "celsius", "type": "numeric", "precision": 5, "scale": 1, "clean": ["trim"]}
+    ]);
+    op.create_pipeline(&pipeline(json!({
+        "schema": { "table": "Sensor Readings", "columns": columns }
+    })))
+    .await?;
+    let c = op.wait_children().await?;
+    let (_, cfg) = config_json(&c.config_map)?;
+    assert_eq!(cfg["schema"]["table"], json!("Sensor Readings"), "{cfg}");
+    assert_eq!(cfg["schema"]["columns"][1]["precision"], json!(5), "{cfg}");
+    assert_eq!(
+        cfg["schema"]["columns"][1]["clean"],
+        json!(["trim"]),
+        "{cfg}"
+    );
+
+    // numeric without a precision: only the operator's check can tell.
+    op.patch_spec(json!({ "schema": { "columns": [
+        {"name": "id", "type": "uuid"},
+        {"name": "celsius", "type": "numeric"}
+    ] } }))
+    .await?;
+    let ipl = op
+        .wait_status("Degraded InvalidSpec for the schema", CONVERGE, |ipl| {
+            cond_is(ipl, "Degraded", "True", "InvalidSpec")
+        })
+        .await?;
+    let message = condition(&ipl, "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("spec.schema")
+            && message.contains("\"celsius\"")
+            && message.contains("precision"),
+        "{message}"
+    );
+
+    // An unknown type never gets past the API server.
+    let refused = op
+        .patch_spec(json!({ "schema": { "columns": [{"name": "id", "type": "money"}] } }))
+        .await;
+    let err = format!("{:#}", refused.expect_err("type money is refused"));
+    assert!(err.contains("money") || err.contains("type"), "{err}");
+    op.shutdown().await
+}
+
 /// Deleting the pipeline garbage-collects every child (and their pods); the workers'
 /// checkpoint claims stay (StatefulSet semantics, documented).
 #[tokio::test]

@@ -403,3 +403,117 @@ async fn each_postgres_schema_holds_its_own_tables_and_ledger() {
         .get(0);
     assert_eq!(in_public, 0, "no table outside the configured schemas");
 }
+
+/// A declared schema with every column type loads the same rows from CSV, NDJSON,
+/// gzip'd CSV and Zstandard NDJSON (`.csv`, `.jsonl`, `.csv.gz`, `.jsonl.zst`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_loads_from_every_format() {
+    use std::io::Write as _;
+    let cluster = pg::shared().await;
+    let db = cluster.create_database().await.expect("database");
+    let client = db.connect().await.expect("connect");
+    let root = tempfile::tempdir().expect("tempdir");
+    let landing = root.path().join("landing");
+    std::fs::create_dir_all(&landing).expect("landing");
+    let config = root.path().join("pipeline.json");
+    let json = serde_json::json!({
+        "schema": {
+            "table": "every_type",
+            "columns": [
+                {"name": "id", "type": "uuid"},
+                {"name": "label", "type": "text", "maxLength": 20, "clean": ["trim"]},
+                {"name": "small", "type": "smallint"},
+                {"name": "medium", "type": "integer"},
+                {"name": "large", "type": "bigint"},
+                {"name": "amount", "type": "numeric", "precision": 12, "scale": 3},
+                {"name": "ratio", "type": "double"},
+                {"name": "flag", "type": "boolean"},
+                {"name": "day", "type": "date"},
+                {"name": "at", "type": "timestamptz"},
+                {"name": "doc", "type": "jsonb", "nullable": true}
+            ]
+        }
+    });
+    std::fs::write(&config, json.to_string()).expect("config");
+    let header = "id,label,small,medium,large,amount,ratio,flag,day,at,doc";
+    let row = |i: u32| {
+        (
+            format!("00000000-0000-4000-8000-00000000000{i}"),
+            format!(
+                "00000000-0000-4000-8000-00000000000{i},\" row {i}\",-32768,2147483647,-9223372036854775808,\
+                 123456789.125,2.5e-3,yes,2024-02-29,2026-11-25T10:00:00.25+01:00,\"{{\"\"n\"\": {i}}}\""
+            ),
+            serde_json::json!({
+                "id": format!("00000000-0000-4000-8000-00000000000{i}"),
+                "label": format!(" row {i}"), "small": -32768, "medium": 2147483647,
+                "large": -9223372036854775808i64, "amount": 123456789.125, "ratio": 2.5e-3,
+                "flag": "yes", "day": "2024-02-29", "at": "2026-11-25T10:00:00.25+01:00",
+                "doc": {"n": i}
+            })
+            .to_string(),
+        )
+    };
+    let (_, csv1, _) = row(1);
+    land(&landing, "a.csv", format!("{header}\n{csv1}\n"));
+    let (_, _, json2) = row(2);
+    land(&landing, "b.jsonl", format!("{json2}\n"));
+    let (_, csv3, _) = row(3);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(format!("{header}\n{csv3}\n").as_bytes())
+        .expect("gzip");
+    land(&landing, "c.csv.gz", gz.finish().expect("gzip"));
+    let (_, _, json4) = row(4);
+    let zst = zstd::encode_all(format!("{json4}\n").as_bytes(), 3).expect("zstd");
+    land(&landing, "d.jsonl.zst", zst);
+
+    let log = root.path().join("w-0.log");
+    let mut w = WorkerProc::spawn(WorkerSpec {
+        id: "w-0".into(),
+        landing: landing.clone(),
+        checkpoint: root.path().join("ck"),
+        database_url: db.url().into(),
+        extra: vec!["--config".into(), config.display().to_string()],
+        log: log.clone(),
+    })
+    .expect("worker");
+    wait_settled(&client, &landing, 4, Duration::from_secs(60), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    let rows = client
+        .query(
+            "SELECT id::text, label, small, medium, large, amount::text, ratio, flag, day::text,
+                    at = '2026-11-25T09:00:00.25Z', doc->>'n'
+             FROM every_type ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows");
+    assert_eq!(
+        rows.len(),
+        4,
+        "one row from each format\n{}",
+        tail(&log, 20)
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let n = i + 1;
+        assert_eq!(r.get::<_, String>(0), row(n as u32).0);
+        assert_eq!(r.get::<_, String>(1), format!("row {n}"), "trimmed");
+        assert_eq!(r.get::<_, i16>(2), i16::MIN);
+        assert_eq!(r.get::<_, i32>(3), i32::MAX);
+        assert_eq!(r.get::<_, i64>(4), i64::MIN);
+        assert_eq!(r.get::<_, String>(5), "123456789.125");
+        assert_eq!(r.get::<_, f64>(6), 2.5e-3);
+        assert!(r.get::<_, bool>(7));
+        assert_eq!(r.get::<_, String>(8), "2024-02-29");
+        assert!(r.get::<_, bool>(9), "the offset applied");
+        assert_eq!(r.get::<_, Option<String>>(10), Some(n.to_string()));
+    }
+    let rejected: i64 = client
+        .query_one("SELECT count(*) FROM quarantine", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rejected, 0);
+}
