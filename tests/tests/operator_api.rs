@@ -1417,7 +1417,7 @@ async fn invalid_resources_are_rejected_by_the_schema() -> Result<()> {
 /// API server's schema refuses an unknown column type.
 #[tokio::test]
 async fn declared_schemas_reach_the_workers_or_are_refused_by_name() -> Result<()> {
-    let Some(op) = Operator::start("op-schema").await? else {
+    let Some(op) = Operator::start("op-declared").await? else {
         return Ok(());
     };
     op.create_secret().await?;
