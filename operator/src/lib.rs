@@ -5,6 +5,8 @@
 pub mod children;
 pub mod cli;
 pub mod crd;
+#[cfg(test)]
+mod fixtures;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_scrape;

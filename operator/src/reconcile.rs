@@ -578,7 +578,7 @@ pub async fn run_controller(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::children::tests::sample;
+    use crate::fixtures::sample;
     use k8s_openapi::ByteString;
 
     fn secret(keys: &[&str]) -> Secret {

@@ -1,0 +1,82 @@
+//! Pure builders: an `IngestPipeline` → the objects the operator applies.
+//!
+//! | child | name | notes |
+//! |---|---|---|
+//! | ConfigMap | `<name>-config` | `pipeline.json`, the pods' `--config` |
+//! | PersistentVolumeClaim | `<name>-landing` | unless `landingZone.existingClaim` |
+//! | Deployment | `<name>-generator` | 0 replicas when disabled or suspended |
+//! | StatefulSet | `<name>-worker` | pods `<name>-worker-<i>`; claims `checkpoint-<name>-worker-<i>` |
+//! | Service (headless) | `<name>-worker` | port `metrics` (9100) |
+//! | ServiceAccount | `<name>-sluice` | no API token mounted |
+//!
+//! One file per idea: [`names`] (names, labels, metadata), [`config`] (the ConfigMap),
+//! [`storage`] (landing and checkpoint volumes), [`service`] (metrics Service and
+//! ServiceAccount), [`pod`] (what every pod shares), [`generator`] and [`worker`].
+
+mod config;
+mod generator;
+mod names;
+mod pod;
+mod service;
+mod storage;
+mod worker;
+
+pub use config::*;
+pub use generator::*;
+pub use names::*;
+pub use pod::*;
+pub use service::*;
+pub use storage::*;
+pub use worker::*;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+
+use crate::crd::IngestPipeline;
+
+/// The inputs besides the resource itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BuildInputs {
+    /// resourceVersion of the credentials Secret, None when it does not exist.
+    pub secret_version: Option<String>,
+    /// Which keys the Secret holds (decides the file the worker reads its password from).
+    pub secret_layout: SecretLayout,
+}
+
+/// The two layouts of the credentials Secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretLayout {
+    /// Key `uri`: the whole connection URL.
+    #[default]
+    Uri,
+    /// Keys `host`, `port`, `dbname`, `user`, `password` (CloudNativePG's app secrets).
+    Keys,
+}
+
+/// Everything the operator applies for one pipeline.
+#[derive(Clone, Debug)]
+pub struct Children {
+    pub config_map: ConfigMap,
+    pub landing_claim: Option<PersistentVolumeClaim>,
+    pub service_account: ServiceAccount,
+    pub service: Service,
+    pub generator: Deployment,
+    pub worker: StatefulSet,
+    pub config_hash: String,
+}
+
+/// Builds every child. Pure: no API calls.
+pub fn build(ipl: &IngestPipeline, inputs: &BuildInputs) -> Children {
+    let cfg = pipeline_config(ipl);
+    let json = config_json(&cfg);
+    let config_hash = sha256_hex(json.as_bytes());
+    Children {
+        config_map: config_map(ipl, json),
+        landing_claim: landing_claim(ipl),
+        service_account: service_account(ipl),
+        service: service(ipl),
+        generator: generator(ipl, &config_hash),
+        worker: worker(ipl, &config_hash, inputs),
+        config_hash,
+    }
+}
