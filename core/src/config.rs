@@ -208,6 +208,19 @@ pub enum AfterCommit {
     Keep,
 }
 
+/// The wire format of the workers' `COPY … FROM STDIN`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CopyFormat {
+    /// PostgreSQL's binary format: the worker sends the values it has already parsed, so
+    /// the server skips its text input functions (about twice as fast on the server).
+    #[default]
+    Binary,
+    /// The text format (tab-separated, `\N` for NULL); slower on the server, readable
+    /// in a packet capture.
+    Text,
+}
+
 /// Settings of the ingestion workers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
@@ -258,6 +271,8 @@ pub struct WorkerConfig {
     /// loads, every bad one is quarantined). A large file is judged part by part.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_reject_share: Option<f64>,
+    /// How rows travel to PostgreSQL: `binary` (default, the fastest) or `text`.
+    pub copy_format: CopyFormat,
 }
 
 impl Default for WorkerConfig {
@@ -276,6 +291,7 @@ impl Default for WorkerConfig {
             max_row_bytes: 1 << 20,
             liveness_timeout_seconds: 120,
             max_reject_share: None,
+            copy_format: CopyFormat::Binary,
         }
     }
 }

@@ -6,7 +6,9 @@
 //!   Sluice writes is loaded with `COPY … FROM STDIN` (the production path) into a column
 //!   of the type, and its `::text` rendering must equal the one PostgreSQL makes of the
 //!   raw string itself (read as a literal inserted into a column of the type, so with the
-//!   same input function and type modifier as `COPY`).
+//!   same input function and type modifier as `COPY`). The value Sluice parsed is also
+//!   sent in binary (`COPY … (FORMAT binary)`, the worker's default) and must read back
+//!   exactly as its text did.
 //! * What PostgreSQL accepts and Sluice refuses is allowed (Sluice is stricter), counted
 //!   per type and sampled on stderr; docs/schema-values.md lists these differences. Only
 //!   PostgreSQL's own rendering of a value (`123`, `12.30`, `t`, a lower-case UUID) must
@@ -26,6 +28,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use sluice_core::schema::{ColumnType, NumericScale};
 use sluice_core::values;
 use sluice_testkit::pg;
+use sluice_worker::copy_binary;
 use tokio_postgres::Client;
 
 const DEFAULT_CASES: usize = 2000;
@@ -984,8 +987,12 @@ async fn pg_reads(
 }
 
 async fn copy_rows(client: &Client, table: &str, data: Vec<u8>) -> Result<u64, String> {
+    copy_in(client, &format!("COPY {table} (id, v) FROM STDIN"), data).await
+}
+
+async fn copy_in(client: &Client, sql: &str, data: Vec<u8>) -> Result<u64, String> {
     let sink = client
-        .copy_in(&format!("COPY {table} (id, v) FROM STDIN"))
+        .copy_in(sql)
         .await
         .map_err(|e| e.to_string())?;
     futures::pin_mut!(sink);
@@ -1030,6 +1037,59 @@ async fn pg_copies(
         let v: Option<String> = row.get(1);
         let id = usize::try_from(id).expect("id");
         out.insert(id, v.ok_or_else(|| "read back as NULL".to_owned()));
+    }
+    out
+}
+
+/// The same accepted strings through the worker's binary COPY (its default): each value
+/// parsed again and sent in the type's binary form. Returns what reads back, by index.
+async fn pg_copies_binary(
+    client: &Client,
+    table: &str,
+    case: &TypeCase,
+    accepted: &[(usize, String)],
+    raw: &[String],
+) -> BTreeMap<usize, Result<String, String>> {
+    let sql_type = case.ty.sql(case.max_length);
+    client
+        .batch_execute(&format!("CREATE TABLE {table} (id integer, v {sql_type})"))
+        .await
+        .expect("binary copy table");
+    let row = |id: usize| {
+        let mut out = Vec::new();
+        let value = values::parse(&case.ty, &raw[id]).expect("accepted before");
+        copy_binary::row_start(&mut out, 2);
+        copy_binary::int4(&mut out, i32::try_from(id).expect("id"));
+        copy_binary::value(&mut out, &case.ty, &value);
+        out
+    };
+    let framed = |rows: Vec<u8>| {
+        let mut data = copy_binary::HEADER.to_vec();
+        data.extend_from_slice(&rows);
+        data.extend_from_slice(copy_binary::TRAILER);
+        data
+    };
+    let sql = format!("COPY {table} (id, v) FROM STDIN (FORMAT binary)");
+    let mut out = BTreeMap::new();
+    let all: Vec<u8> = accepted.iter().flat_map(|(i, _)| row(*i)).collect();
+    if copy_in(client, &sql, framed(all)).await.is_err() {
+        for (i, _) in accepted {
+            if let Err(e) = copy_in(client, &sql, framed(row(*i))).await {
+                out.insert(*i, Err(e));
+            }
+        }
+    }
+    let rows = client
+        .query(&format!("SELECT id, v::text FROM {table}"), &[])
+        .await
+        .expect("read back");
+    for r in rows {
+        let id: i32 = r.get(0);
+        let v: Option<String> = r.get(1);
+        out.insert(
+            usize::try_from(id).expect("id"),
+            v.ok_or_else(|| "read back as NULL".to_owned()),
+        );
     }
     out
 }
@@ -1087,6 +1147,7 @@ async fn sluice_accepts_only_what_postgres_reads_the_same() {
             .filter_map(|(i, r)| r.as_ref().ok().map(|c| (i, c.clone())))
             .collect();
         let copied = pg_copies(&client, &format!("copy_{t}"), &sql_type, &accepted).await;
+        let binary = pg_copies_binary(&client, &format!("bcopy_{t}"), case, &accepted, &raw).await;
 
         let (mut both, mut neither, mut pg_only) = (0usize, 0usize, Vec::new());
         for (i, s) in raw.iter().enumerate() {
@@ -1097,6 +1158,19 @@ async fn sluice_accepts_only_what_postgres_reads_the_same() {
                         .get(&i)
                         .cloned()
                         .unwrap_or_else(|| Err("row missing after COPY".into()));
+                    let loaded_binary = binary
+                        .get(&i)
+                        .cloned()
+                        .unwrap_or_else(|| Err("row missing after binary COPY".into()));
+                    if loaded_binary != loaded {
+                        violations.push(format!(
+                            "{}: {} reads back as {} through COPY text but {} through binary COPY",
+                            case.label,
+                            show(s),
+                            show(&format!("{loaded:?}")),
+                            show(&format!("{loaded_binary:?}")),
+                        ));
+                    }
                     if pg_value.is_err() || loaded.is_err() || *pg_value != loaded {
                         violations.push(format!(
                             "{}: Sluice accepts {} (COPY text {}); PostgreSQL reads the input as {} and the COPY text as {}",

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use futures::SinkExt;
 use sluice_core::RejectReason;
-use sluice_core::config::TableNames;
+use sluice_core::config::{CopyFormat, TableNames};
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
@@ -29,12 +29,15 @@ pub struct Target {
     pub columns: String,
     /// The dedupe key column.
     pub key: String,
+    /// The wire format of the rows (the parser writes them in it too: `Rules::copy_format`).
+    pub format: CopyFormat,
 }
 
 impl Target {
     pub fn new(
         tables: &TableNames,
         schema: Option<&crate::validate::general::CompiledSchema>,
+        format: CopyFormat,
     ) -> Target {
         use sluice_core::schema::quote_ident;
         match schema {
@@ -42,6 +45,7 @@ impl Target {
                 table: tables.events.clone(),
                 columns: EVENT_COLUMNS.into(),
                 key: "event_id".into(),
+                format,
             },
             Some(s) => Target {
                 table: quote_ident(&s.schema.table),
@@ -54,7 +58,35 @@ impl Target {
                     .join(", "),
                 // check() refuses dedupe without a key; the first column stands in otherwise.
                 key: quote_ident(s.schema.key.as_deref().unwrap_or(&s.schema.columns[0].name)),
+                format,
             },
+        }
+    }
+
+    /// `COPY into (columns) FROM STDIN` in the target's format; `into` is the target
+    /// table or a staging table with the same columns.
+    pub fn copy_sql(&self, into: &str) -> String {
+        match self.format {
+            CopyFormat::Text => format!("COPY {into} ({}) FROM STDIN", self.columns),
+            CopyFormat::Binary => {
+                format!("COPY {into} ({}) FROM STDIN (FORMAT binary)", self.columns)
+            }
+        }
+    }
+
+    /// What a COPY stream of rows starts with (binary: the signature), before any row.
+    pub fn copy_start(&self) -> Bytes {
+        match self.format {
+            CopyFormat::Text => Bytes::new(),
+            CopyFormat::Binary => Bytes::from_static(crate::copy_binary::HEADER),
+        }
+    }
+
+    /// What a COPY stream of rows ends with, after the last row.
+    pub fn copy_end(&self) -> Bytes {
+        match self.format {
+            CopyFormat::Text => Bytes::new(),
+            CopyFormat::Binary => Bytes::from_static(crate::copy_binary::TRAILER),
         }
     }
 }
@@ -447,27 +479,24 @@ async fn write_rows(
         return Ok(per_file);
     }
     if !ctx.dedupe {
-        let sink = tx
-            .copy_in(&format!(
-                "COPY {} ({}) FROM STDIN",
-                ctx.target.table, ctx.target.columns
-            ))
-            .await?;
+        let sink = tx.copy_in(&ctx.target.copy_sql(&ctx.target.table)).await?;
         futures::pin_mut!(sink);
+        sink.feed(ctx.target.copy_start()).await?;
         for (f, copy, valid) in &with_rows {
             sink.feed((*copy).clone()).await?;
             per_file.insert(f.name.clone(), (*valid, 0));
         }
+        sink.feed(ctx.target.copy_end()).await?;
         sink.finish().await?;
         return Ok(per_file);
     }
     let stage = create_stage(tx, ctx).await?;
     for (f, copy, valid) in &with_rows {
-        let sink = tx
-            .copy_in(&format!("COPY {stage} ({}) FROM STDIN", ctx.target.columns))
-            .await?;
+        let sink = tx.copy_in(&ctx.target.copy_sql(stage)).await?;
         futures::pin_mut!(sink);
-        sink.send((*copy).clone()).await?;
+        sink.feed(ctx.target.copy_start()).await?;
+        sink.feed((*copy).clone()).await?;
+        sink.feed(ctx.target.copy_end()).await?;
         sink.finish().await?;
         let inserted = insert_from_stage(tx, ctx).await?;
         per_file.insert(f.name.clone(), (inserted, valid - inserted.min(*valid)));

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use sluice_core::config::{AfterCommit, ConfigError, PipelineConfig, SslMode};
+use sluice_core::config::{AfterCommit, ConfigError, CopyFormat, PipelineConfig, SslMode};
 use thiserror::Error;
 
 use crate::db::{DbError, DbSettings};
@@ -122,6 +122,9 @@ pub struct Args {
     /// off.
     #[arg(long, value_name = "SHARE")]
     pub max_reject_share: Option<f64>,
+    /// How rows travel to PostgreSQL: binary (default, the fastest) or text.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_copy_format)]
+    pub copy_format: Option<CopyFormat>,
     /// Reject rows whose event_time is more than this many seconds in the future.
     #[arg(long)]
     pub future_tolerance_seconds: Option<u64>,
@@ -212,6 +215,9 @@ impl Args {
         if self.max_reject_share.is_some() {
             w.max_reject_share = self.max_reject_share;
         }
+        if let Some(v) = self.copy_format {
+            w.copy_format = v;
+        }
         if let Some(v) = self.liveness_timeout_seconds {
             w.liveness_timeout_seconds = v;
         }
@@ -283,5 +289,13 @@ impl Args {
             tables: pipeline.tables,
             db,
         })
+    }
+}
+
+fn parse_copy_format(s: &str) -> Result<CopyFormat, String> {
+    match s {
+        "binary" => Ok(CopyFormat::Binary),
+        "text" => Ok(CopyFormat::Text),
+        _ => Err(format!("expected binary or text, found {s:?}")),
     }
 }

@@ -9,6 +9,7 @@ pub mod batch_commit;
 pub mod checkpoint;
 pub mod cli;
 pub mod committer;
+pub mod copy_binary;
 pub mod copy_text;
 pub mod db;
 pub mod dbconn;

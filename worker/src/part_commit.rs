@@ -96,13 +96,9 @@ pub async fn commit_part(
         ctx.target.table.clone()
     };
     let PartStream { mut chunks, done } = stream();
-    let sink = tx
-        .copy_in(&format!(
-            "COPY {target} ({}) FROM STDIN",
-            ctx.target.columns
-        ))
-        .await?;
+    let sink = tx.copy_in(&ctx.target.copy_sql(&target)).await?;
     futures::pin_mut!(sink);
+    sink.feed(ctx.target.copy_start()).await?;
     while let Some(chunk) = chunks.recv().await {
         sink.feed(Bytes::from(chunk)).await?;
     }
@@ -115,6 +111,7 @@ pub async fn commit_part(
             ))));
         }
     };
+    sink.feed(ctx.target.copy_end()).await?;
     sink.finish().await?;
     let (rows_loaded, rows_deduplicated) = if ctx.dedupe && summary.valid_rows > 0 {
         let inserted = insert_from_stage(&tx, ctx).await?;

@@ -69,6 +69,7 @@ impl Settings {
                 }
             },
             max_reject_share: self.config.max_reject_share,
+            copy_format: self.config.copy_format,
         }
     }
 
@@ -77,7 +78,11 @@ impl Settings {
             pipeline: self.pipeline.clone(),
             worker_id: self.worker_id.clone(),
             tables: self.tables.clone(),
-            target: crate::batch_commit::Target::new(&self.tables, self.schema.as_deref()),
+            target: crate::batch_commit::Target::new(
+                &self.tables,
+                self.schema.as_deref(),
+                self.config.copy_format,
+            ),
             dedupe: self.config.dedupe_by_event_id,
             load_redeliveries: self.config.load_redeliveries,
         }

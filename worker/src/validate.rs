@@ -22,6 +22,7 @@ mod clean_tests;
 mod dialect_tests;
 pub mod general;
 mod ndjson;
+mod out;
 #[cfg(test)]
 mod part_tests;
 mod row;
@@ -33,6 +34,7 @@ mod throughput;
 use std::io::Read;
 
 use chrono::{DateTime, Utc};
+use sluice_core::config::CopyFormat;
 use sluice_core::event::{COLUMN_COUNT, HEADER_FIELDS};
 use sluice_core::reject::RejectReason;
 use uuid::Uuid;
@@ -60,6 +62,8 @@ pub struct Rules {
     /// `worker.maxRejectShare`: a file (or part) whose share of rejected rows exceeds it
     /// is refused whole ([`FileError::RejectShareExceeded`]).
     pub max_reject_share: Option<f64>,
+    /// The wire format valid rows are written in.
+    pub copy_format: CopyFormat,
 }
 
 #[cfg(test)]
@@ -77,6 +81,7 @@ impl Rules {
             schema: None,
             csv: CsvRules::default(),
             max_reject_share: None,
+            copy_format: CopyFormat::Text,
         }
     }
 }
@@ -407,6 +412,7 @@ fn parse_records(
                             bytes,
                             rules.now,
                             &mut copy,
+                            rules.copy_format,
                             &mut row_cleaning,
                         )
                         .map(|()| {

@@ -59,6 +59,13 @@ struct Args {
     /// Skip the declared-schema run.
     #[arg(long)]
     no_declared: bool,
+    /// Skip the runs with `--copy-format text` (the wire format before binary COPY).
+    #[arg(long)]
+    no_text_copy: bool,
+    /// Skip the deduplication run (`--dedupe`, compared with `\copy` into a table with a
+    /// primary key).
+    #[arg(long)]
+    no_dedupe: bool,
     /// Measure input formats (plain CSV, gzip CSV, NDJSON; on by default).
     #[arg(long, overrides_with = "no_formats")]
     formats: bool,
@@ -122,6 +129,25 @@ async fn main() -> Result<()> {
         .await?;
         results.push((with_pk, copy_s, sluice));
     }
+    let with_flags = |flags: &[&str]| {
+        let mut extra = args.worker_args.clone();
+        extra.extend(flags.iter().map(|f| (*f).to_string()));
+        extra
+    };
+    let mut text_copy = Vec::new();
+    if !args.no_text_copy {
+        let extra = with_flags(&["--copy-format", "text"]);
+        for with_pk in [false, true] {
+            let run = bench_sluice(&pg, &data, &root, args.workers, with_pk, "text", &extra).await?;
+            text_copy.push((with_pk, run));
+        }
+    }
+    let dedupe = if args.no_dedupe {
+        None
+    } else {
+        let extra = with_flags(&["--dedupe"]);
+        Some(bench_sluice(&pg, &data, &root, args.workers, false, "dedupe", &extra).await?)
+    };
     let declared = if args.no_declared {
         None
     } else {
@@ -180,6 +206,33 @@ async fn main() -> Result<()> {
             sluice_rate,
             sluice_rate / copy_rate,
             sluice.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    for (with_pk, text) in &text_copy {
+        let Some((_, copy_s, binary)) = results.iter().find(|(pk, _, _)| pk == with_pk) else {
+            continue;
+        };
+        let text_rate = valid_rows as f64 / text.seconds;
+        println!(
+            "{:<26} {:>14.0} {:>14.0} {:>8.2} {:>12.1} MiB   (binary / text COPY: {:.2})",
+            if *with_pk {
+                "PRIMARY KEY, COPY text"
+            } else {
+                "no key, COPY text"
+            },
+            valid_rows as f64 / copy_s,
+            text_rate,
+            text_rate * copy_s / valid_rows as f64,
+            text.peak_rss_kib as f64 / 1024.0,
+            text.seconds / binary.seconds,
+        );
+    }
+    if let (Some(d), Some((_, copy_pk_s, _))) = (&dedupe, results.iter().find(|r| r.0)) {
+        let rate = valid_rows as f64 / d.seconds;
+        println!(
+            "dedupe (--dedupe) vs \\copy with PRIMARY KEY: {rate:.0} r/s, ratio {:.2}; worker peak RSS {:.1} MiB",
+            rate * copy_pk_s / valid_rows as f64,
+            d.peak_rss_kib as f64 / 1024.0
         );
     }
     if let (Some(d), Some((_, _, builtin))) = (&declared, results.first()) {
@@ -340,7 +393,8 @@ async fn bench_sluice(
             .await?;
     }
     let tag = match (with_pk, variant) {
-        (true, _) => "pk".to_string(),
+        (true, "") => "pk".to_string(),
+        (true, v) => format!("pk-{v}"),
         (false, "") => "nopk".to_string(),
         (false, v) => format!("nopk-{v}"),
     };

@@ -1,12 +1,14 @@
 //! The row checker of a declared schema (`spec.schema`): each column's field is
-//! cleaned, checked against the column's type and rules, and written as `COPY` text in
+//! cleaned, checked against the column's type and rules, and written for `COPY` in
 //! table order. The built-in e-commerce table keeps its own fast path ([`super::row`]).
 
 use chrono::{DateTime, Utc};
+use sluice_core::config::CopyFormat;
 use sluice_core::reject::RejectReason;
 use sluice_core::schema::{CleanRule, ColumnSpec, ColumnType, MatchBy, TableSchema};
 use sluice_core::values::{self, Value, ValueError};
 
+use super::out::RowOut;
 use super::row::{RowError, check_text, quoted};
 use crate::records::Fields;
 
@@ -22,7 +24,7 @@ struct CompiledColumn {
     ty: ColumnType,
     rules: Vec<CleanRule>,
     /// The default, already in COPY text.
-    default_copy: Option<Vec<u8>>,
+    default: Option<(Value, Vec<u8>)>,
     min: Option<Value>,
     max: Option<Value>,
     /// Lower-cased allowed values, for `ignoreCase`.
@@ -55,17 +57,17 @@ impl CompiledSchema {
                 // check() parsed these already; a failure here cannot happen.
                 let parse =
                     |t: &Option<String>| t.as_ref().and_then(|t| values::parse(&ty, t).ok());
-                let default_copy = parse(&c.default).map(|v| {
-                    let mut out = Vec::new();
-                    values::write_copy(&ty, &v, &mut out);
-                    out
+                let default = parse(&c.default).map(|v| {
+                    let mut text = Vec::new();
+                    values::write_copy(&ty, &v, &mut text);
+                    (v, text)
                 });
                 let mut rules = c.clean.clone();
                 rules.sort();
                 CompiledColumn {
                     ty,
                     rules,
-                    default_copy,
+                    default,
                     min: parse(&c.min),
                     max: parse(&c.max),
                     allowed_folded: c.allowed.iter().map(|a| a.to_lowercase()).collect(),
@@ -126,7 +128,7 @@ impl CompiledSchema {
         }
     }
 
-    /// Checks one row and appends its COPY text to `copy` (the caller truncates on error).
+    /// Checks one row and appends it to `copy` in `format` (the caller truncates on error).
     pub(crate) fn check_row(
         &self,
         layout: &Layout,
@@ -134,6 +136,7 @@ impl CompiledSchema {
         raw: &[u8],
         now: DateTime<Utc>,
         copy: &mut Vec<u8>,
+        format: CopyFormat,
         cleaning: &mut RowCleaning,
     ) -> Result<(), RowError> {
         check_text(raw)?;
@@ -144,18 +147,16 @@ impl CompiledSchema {
             ));
         }
         cleaning.clear();
+        let mut out = RowOut::start(copy, format, self.columns.len());
         for (i, (spec, col)) in self.schema.columns.iter().zip(&self.columns).enumerate() {
-            if i > 0 {
-                copy.push(b'\t');
-            }
             let field = layout.field_of_column[i]
                 .map(|f| fields.get(f))
                 .unwrap_or(b"");
             // The row is valid UTF-8 (checked above) and fields split on ASCII bytes.
             let text = std::str::from_utf8(field).unwrap_or_default();
-            check_value(spec, col, text, i, now, copy, cleaning)?;
+            check_value(spec, col, text, i, now, &mut out, cleaning)?;
         }
-        copy.push(b'\n');
+        out.finish();
         Ok(())
     }
 }
@@ -166,7 +167,7 @@ fn check_value(
     text: &str,
     index: usize,
     now: DateTime<Utc>,
-    copy: &mut Vec<u8>,
+    out: &mut RowOut<'_>,
     cleaning: &mut RowCleaning,
 ) -> Result<(), RowError> {
     let mut value: std::borrow::Cow<'_, str> = text.into();
@@ -214,10 +215,10 @@ fn check_value(
         }
     }
     if value.is_empty() && (absent || col.ty != ColumnType::Text) {
-        if let Some(d) = &col.default_copy {
-            copy.extend_from_slice(d);
+        if let Some((value, text)) = &col.default {
+            out.value(&col.ty, value, Some(text));
         } else if spec.nullable {
-            copy.extend_from_slice(b"\\N");
+            out.null();
         } else {
             return Err((
                 RejectReason::MissingField,
@@ -227,7 +228,7 @@ fn check_value(
         return Ok(());
     }
     if col.ty == ColumnType::Text {
-        return check_text_value(spec, col, &value, index, copy, cleaning);
+        return check_text_value(spec, col, &value, index, out, cleaning);
     }
     let parsed = values::parse(&col.ty, &value).map_err(|e| {
         let reason = match e {
@@ -263,11 +264,8 @@ fn check_value(
             ));
         }
     }
-    if is_canonical(&col.ty, value.as_bytes()) {
-        copy.extend_from_slice(value.as_bytes());
-    } else {
-        values::write_copy(&col.ty, &parsed, copy);
-    }
+    let canonical = is_canonical(&col.ty, value.as_bytes()).then_some(value.as_bytes());
+    out.value(&col.ty, &parsed, canonical);
     Ok(())
 }
 
@@ -309,7 +307,7 @@ fn check_text_value(
     col: &CompiledColumn,
     value: &str,
     index: usize,
-    copy: &mut Vec<u8>,
+    out: &mut RowOut<'_>,
     cleaning: &mut RowCleaning,
 ) -> Result<(), RowError> {
     if let Some(max) = spec.max_length
@@ -325,18 +323,18 @@ fn check_text_value(
         ));
     }
     if spec.allowed.is_empty() {
-        values::copy_escape(copy, value.as_bytes());
+        out.text(value.as_bytes());
         return Ok(());
     }
     if let Some(exact) = spec.allowed.iter().find(|a| *a == value) {
-        values::copy_escape(copy, exact.as_bytes());
+        out.text(exact.as_bytes());
         return Ok(());
     }
     if col.rules.contains(&CleanRule::IgnoreCase) {
         let folded = value.to_lowercase();
         if let Some(at) = col.allowed_folded.iter().position(|a| *a == folded) {
             cleaning.push((index, CleanRule::IgnoreCase));
-            values::copy_escape(copy, spec.allowed[at].as_bytes());
+            out.text(spec.allowed[at].as_bytes());
             return Ok(());
         }
     }

@@ -414,6 +414,7 @@ pub(super) fn parse_part(
                                 &record,
                                 rules.now,
                                 &mut copy,
+                                rules.copy_format,
                                 &mut row_cleaning,
                             )
                             .map(|()| part.cleaned.add_declared_row(schema, &row_cleaning)),

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::Rules;
 use super::clean::{self, RowCleaning, Rule};
+use super::out::RowOut;
 use crate::records::Fields;
 
 /// Longest excerpt of an offending value quoted in a message.
@@ -111,8 +112,8 @@ pub(super) fn check_row(
     if id_field != stored && id_field.iter().any(u8::is_ascii_uppercase) {
         cleaning.set(0, Rule::Lowercase);
     }
-    copy.extend_from_slice(stored);
-    copy.push(b'\t');
+    let mut out = RowOut::start(copy, rules.copy_format, COLUMN_COUNT);
+    out.uuid(&event_id, stored);
 
     let time_field = f[1];
     let event_time = parse_timestamp(time_field)?;
@@ -127,26 +128,19 @@ pub(super) fn check_row(
             ),
         ));
     }
-    values::write_timestamp(copy, &event_time);
-    copy.push(b'\t');
+    out.timestamptz(&event_time);
 
-    check_id("user_id", f[2])?;
-    copy.extend_from_slice(f[2]);
-    copy.push(b'\t');
+    out.int8(check_id("user_id", f[2])?, f[2]);
 
-    copy_text(copy, f[3]);
-    copy.push(b'\t');
+    out.text(f[3]);
 
     let event_type = parse_event_type(f[4], &mut cleaning)?;
-    copy.extend_from_slice(event_type.as_str().as_bytes());
-    copy.push(b'\t');
+    out.text(event_type.as_str().as_bytes());
 
-    check_id("product_id", f[5])?;
-    copy.extend_from_slice(f[5]);
-    copy.push(b'\t');
+    out.int8(check_id("product_id", f[5])?, f[5]);
 
     match clean::lowercase(f[6]) {
-        None => copy_text(copy, f[6]),
+        None => out.text(f[6]),
         Some(lower) => {
             // Lower-casing a few non-ASCII letters takes more bytes (İ → i̇).
             if lower.len() > MAX_TEXT_FIELD_BYTES {
@@ -159,18 +153,16 @@ pub(super) fn check_row(
                 ));
             }
             cleaning.set(6, Rule::Lowercase);
-            copy_text(copy, &lower);
+            out.text(&lower);
         }
     }
-    copy.push(b'\t');
 
-    let price_cents = parse_price(f[7])?;
-    sluice_core::event::write_price(copy, price_cents);
-    copy.push(b'\t');
+    out.cents(parse_price(f[7])?);
 
     let quantity = parse_quantity(f[8], event_type)?;
-    copy.extend_from_slice(itoa_u32(quantity, &mut [0u8; 10]));
-    copy.push(b'\n');
+    // parse_quantity keeps it within integer's range.
+    out.int4(quantity as i32, itoa_u32(quantity, &mut [0u8; 10]));
+    out.finish();
     Ok((event_id, cleaning))
 }
 
@@ -228,25 +220,20 @@ fn itoa_u32(mut value: u32, buf: &mut [u8; 10]) -> &[u8] {
 }
 
 /// `user_id` and `product_id`: non-negative integers that fit `bigint`.
-fn check_id(name: &str, field: &[u8]) -> Result<(), RowError> {
-    let fits = field.len() <= 19
-        && field.iter().all(u8::is_ascii_digit)
-        && std::str::from_utf8(field)
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-            .is_some();
-    if fits {
-        Ok(())
-    } else {
-        Err((
+fn check_id(name: &str, field: &[u8]) -> Result<i64, RowError> {
+    let parsed = (field.len() <= 19 && field.iter().all(u8::is_ascii_digit))
+        .then(|| std::str::from_utf8(field).ok()?.parse::<i64>().ok())
+        .flatten();
+    parsed.ok_or_else(|| {
+        (
             RejectReason::BadId,
             format!(
                 "{name} {} is not a non-negative whole number (at most {})",
                 quoted(field),
                 i64::MAX
             ),
-        ))
-    }
+        )
+    })
 }
 
 /// `price`: digits with an optional fraction of one or two digits; returns cents.
@@ -347,11 +334,6 @@ fn parse_quantity(field: &[u8], event_type: EventType) -> Result<u32, RowError> 
         ));
     }
     Ok(value)
-}
-
-/// Appends a text value escaped for COPY's text format.
-fn copy_text(out: &mut Vec<u8>, value: &[u8]) {
-    values::copy_escape(out, value);
 }
 
 /// A value for a message: quoted, lossily decoded, shortened when long.
