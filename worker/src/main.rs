@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use sluice_core::telemetry::{self, Health};
 use sluice_worker::cli::Args;
+use sluice_worker::tool_cli::{self, Output, ToolArgs, ToolCommand};
 use sluice_worker::metrics::Metrics;
 use sluice_worker::pipeline;
 
@@ -32,6 +33,10 @@ fn pin_malloc_mmap_threshold() {
 
 fn main() -> ExitCode {
     pin_malloc_mmap_threshold();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if tool_cli::is_tool_invocation(&argv) {
+        return run_tool(ToolArgs::parse_from(argv));
+    }
     let args = Args::parse();
     if let Err(e) = telemetry::init_logging_from_flags(&args.log_format, &args.log_level) {
         eprintln!("sluice-worker: {e}");
@@ -96,4 +101,119 @@ async fn run(
     result?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Runs a one-shot command (`replay`, `report`, `quarantine`): results on stdout, logs
+/// and errors on stderr. Exit status 2 for bad settings, 1 for a failure.
+fn run_tool(args: ToolArgs) -> ExitCode {
+    let conn = match &args.command {
+        ToolCommand::Replay { conn, .. }
+        | ToolCommand::Report { conn, .. }
+        | ToolCommand::Quarantine { conn, .. } => conn,
+    };
+    if let Err(e) = telemetry::init_logging_from_flags("text", &conn.log_level) {
+        eprintln!("sluice-worker: {e}");
+        return ExitCode::from(2);
+    }
+    let settings = match conn.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice-worker: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tool(&args.command, &settings)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluice-worker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The output of a one-shot command.
+async fn tool(command: &ToolCommand, settings: &pipeline::Settings) -> anyhow::Result<String> {
+    use sluice_worker::{replay, report};
+    let mut client = settings
+        .db
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", settings.db.describe()))?;
+    match command {
+        ToolCommand::Replay {
+            conn,
+            filter,
+            output,
+        } => {
+            let landing = conn
+                .has_landing_dir()
+                .then(|| settings.landing_dir.clone());
+            let mut layouts = replay::Layouts::new(landing);
+            let summary =
+                replay::replay(&mut client, settings, &filter.options(), &mut layouts)
+                    .await
+                    .context("replay stopped (the chunks reported before committed)")?;
+            Ok(match output {
+                Output::Text => summary.to_text(),
+                Output::Json => to_json(&summary)?,
+            })
+        }
+        ToolCommand::Report { top, output, .. } => {
+            let r = report::read(
+                &mut client,
+                &settings.pipeline,
+                &settings.tables.quarantine,
+                *top,
+            )
+            .await
+            .context("reading the ledger")?;
+            Ok(match output {
+                Output::Text => r.to_text(),
+                Output::Json => to_json(&r)?,
+            })
+        }
+        ToolCommand::Quarantine {
+            reason,
+            file,
+            limit,
+            output,
+            ..
+        } => {
+            let filter = report::SampleFilter {
+                reasons: reason.clone(),
+                files: file.clone(),
+                limit: *limit,
+            };
+            let rows = report::sample(
+                &client,
+                &settings.pipeline,
+                &settings.tables.quarantine,
+                &filter,
+            )
+            .await
+            .context("reading quarantine")?;
+            Ok(match output {
+                Output::Text => report::sample_text(&rows),
+                Output::Json => to_json(&rows)?,
+            })
+        }
+    }
+}
+
+/// One JSON document and a newline.
+fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)? + "\n")
 }
