@@ -40,6 +40,7 @@ use sluice_core::reject::RejectReason;
 use uuid::Uuid;
 
 pub use self::clean::{Cleaned, Rule as CleaningRule, applicable as cleaning_rules};
+use self::out::RowOut;
 pub use crate::records::Position;
 use crate::records::{FieldBuf, Fields, QuoteProblem, READ_SIZE, Record, RecordReader};
 
@@ -411,8 +412,7 @@ fn parse_records(
                             &fields,
                             bytes,
                             rules.now,
-                            &mut copy,
-                            rules.copy_format,
+                            RowOut::start(&mut copy, rules.copy_format, schema.width()),
                             &mut row_cleaning,
                         )
                         .map(|()| {

@@ -138,7 +138,8 @@ async fn main() -> Result<()> {
     if !args.no_text_copy {
         let extra = with_flags(&["--copy-format", "text"]);
         for with_pk in [false, true] {
-            let run = bench_sluice(&pg, &data, &root, args.workers, with_pk, "text", &extra).await?;
+            let run =
+                bench_sluice(&pg, &data, &root, args.workers, with_pk, "text", &extra).await?;
             text_copy.push((with_pk, run));
         }
     }

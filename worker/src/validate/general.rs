@@ -3,7 +3,6 @@
 //! table order. The built-in e-commerce table keeps its own fast path ([`super::row`]).
 
 use chrono::{DateTime, Utc};
-use sluice_core::config::CopyFormat;
 use sluice_core::reject::RejectReason;
 use sluice_core::schema::{CleanRule, ColumnSpec, ColumnType, MatchBy, TableSchema};
 use sluice_core::values::{self, Value, ValueError};
@@ -77,6 +76,11 @@ impl CompiledSchema {
         Ok(CompiledSchema { schema, columns })
     }
 
+    /// The number of fields of a row of the table.
+    pub fn width(&self) -> usize {
+        self.columns.len()
+    }
+
     /// The layout of a file without a header line: fields in column order.
     pub fn position_layout(&self) -> Layout {
         Layout {
@@ -128,15 +132,15 @@ impl CompiledSchema {
         }
     }
 
-    /// Checks one row and appends it to `copy` in `format` (the caller truncates on error).
+    /// Checks one row and writes it to `out`, a row of [`Self::width`] fields (the caller
+    /// truncates the buffer on error).
     pub(crate) fn check_row(
         &self,
         layout: &Layout,
         fields: &Fields<'_>,
         raw: &[u8],
         now: DateTime<Utc>,
-        copy: &mut Vec<u8>,
-        format: CopyFormat,
+        mut out: RowOut<'_>,
         cleaning: &mut RowCleaning,
     ) -> Result<(), RowError> {
         check_text(raw)?;
@@ -147,7 +151,6 @@ impl CompiledSchema {
             ));
         }
         cleaning.clear();
-        let mut out = RowOut::start(copy, format, self.columns.len());
         for (i, (spec, col)) in self.schema.columns.iter().zip(&self.columns).enumerate() {
             let field = layout.field_of_column[i]
                 .map(|f| fields.get(f))

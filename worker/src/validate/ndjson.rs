@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use sluice_core::event::HEADER_FIELDS;
 use sluice_core::reject::RejectReason;
 
+use super::out::RowOut;
 use super::row;
 use super::{
     FileError, ParseError, PartLimits, PartSummary, Position, Rejected, Rules, general, too_long,
@@ -413,8 +414,7 @@ pub(super) fn parse_part(
                                 &fields,
                                 &record,
                                 rules.now,
-                                &mut copy,
-                                rules.copy_format,
+                                RowOut::start(&mut copy, rules.copy_format, schema.width()),
                                 &mut row_cleaning,
                             )
                             .map(|()| part.cleaned.add_declared_row(schema, &row_cleaning)),
