@@ -517,3 +517,49 @@ async fn every_type_loads_from_every_format() {
         .get(0);
     assert_eq!(rejected, 0);
 }
+
+/// Workers starting together race to create the declared table and the key's index:
+/// `IF NOT EXISTS` does not stop two sessions creating one name at once. Every one of
+/// them must come out with the table prepared (the loser of a race checks it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_starting_together_all_prepare_the_declared_table() {
+    let cluster = pg::shared().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let schema: sluice_core::schema::TableSchema = serde_json::from_value(
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(config(root.path())).expect("config"),
+        )
+        .expect("json")["schema"]
+            .clone(),
+    )
+    .expect("schema");
+    // A few rounds, each on a fresh database, with one session per "worker".
+    for round in 0..4 {
+        let db = cluster.create_database().await.expect("database");
+        let mut clients = Vec::new();
+        for _ in 0..6 {
+            clients.push(db.connect().await.expect("connect"));
+        }
+        let results = futures::future::join_all(
+            clients
+                .iter()
+                .map(|c| sluice_worker::tables::prepare_declared(c, &schema, true)),
+        )
+        .await;
+        for (i, r) in results.into_iter().enumerate() {
+            if let Err(e) = r {
+                panic!("round {round}, session {i}: {e:?}");
+            }
+        }
+        let client = db.connect().await.expect("connect");
+        let indexes: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE tablename = 'Sensor Readings'",
+                &[],
+            )
+            .await
+            .expect("indexes")
+            .get(0);
+        assert_eq!(indexes, 1, "the key's unique index, once");
+    }
+}

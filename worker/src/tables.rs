@@ -17,9 +17,49 @@ pub enum TableError {
     Mismatch(String),
 }
 
+/// How often [`prepare_declared`] starts over after losing a race to another worker.
+const CONCURRENT_DDL_ATTEMPTS: u32 = 5;
+
 /// Creates a declared schema's table when it is missing; otherwise checks that its
 /// columns fit and adds the schema's missing nullable columns.
+///
+/// Workers starting together race to create the table (or add a column, or the key's
+/// index): `IF NOT EXISTS` does not stop two sessions creating the same name at once,
+/// and the loser gets a unique violation on the catalogue. The loser starts over, and
+/// then finds what the winner made.
 pub async fn prepare_declared(
+    client: &impl GenericClient,
+    schema: &TableSchema,
+    dedupe: bool,
+) -> Result<(), TableError> {
+    let mut attempt = 1;
+    loop {
+        match prepare_declared_once(client, schema, dedupe).await {
+            Err(TableError::Db(e)) if attempt < CONCURRENT_DDL_ATTEMPTS && lost_ddl_race(&e) => {
+                tracing::info!(table = %schema.table, error = %e, "another worker changed the table at the same time; checking it again");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// True for the errors of a DDL statement that ran at the same time as the same statement
+/// in another session.
+fn lost_ddl_race(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::DUPLICATE_TABLE,
+            SqlState::DUPLICATE_COLUMN,
+            SqlState::DUPLICATE_OBJECT,
+        ]
+        .contains(c)
+    })
+}
+
+async fn prepare_declared_once(
     client: &impl GenericClient,
     schema: &TableSchema,
     dedupe: bool,
