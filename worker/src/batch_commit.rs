@@ -458,8 +458,13 @@ async fn settle_conflicts<'a>(
     Ok(())
 }
 
-/// COPYs the loading files' valid rows; returns (loaded, deduplicated) per file. With
-/// dedupe each file goes through a staging table so that duplicates are counted per file.
+/// COPYs the loading files' valid rows; returns (loaded, deduplicated) per file.
+///
+/// With dedupe the rows are first COPYed straight into the table inside a savepoint, as
+/// without dedupe: the unique index on the key refuses a duplicate, and usually there is
+/// none. Only when it refuses one is the savepoint rolled back and each file sent through
+/// the staging table, which skips duplicates and counts them per file (`INSERT … ON
+/// CONFLICT DO NOTHING` costs about twice a plain COPY; see docs/benchmarks.md).
 async fn write_rows(
     tx: &Transaction<'_>,
     ctx: &CommitContext,
@@ -478,17 +483,29 @@ async fn write_rows(
     if with_rows.is_empty() {
         return Ok(per_file);
     }
-    if !ctx.dedupe {
-        let sink = tx.copy_in(&ctx.target.copy_sql(&ctx.target.table)).await?;
-        futures::pin_mut!(sink);
-        sink.feed(ctx.target.copy_start()).await?;
-        for (f, copy, valid) in &with_rows {
-            sink.feed((*copy).clone()).await?;
+    let direct = |per_file: &mut BTreeMap<String, (u64, u64)>| {
+        for (f, _, valid) in &with_rows {
             per_file.insert(f.name.clone(), (*valid, 0));
         }
-        sink.feed(ctx.target.copy_end()).await?;
-        sink.finish().await?;
+    };
+    if !ctx.dedupe {
+        copy_direct(tx, ctx, &with_rows).await?;
+        direct(&mut per_file);
         return Ok(per_file);
+    }
+    tx.batch_execute("SAVEPOINT sluice_direct").await?;
+    match copy_direct(tx, ctx, &with_rows).await {
+        Ok(()) => {
+            tx.batch_execute("RELEASE SAVEPOINT sluice_direct").await?;
+            direct(&mut per_file);
+            return Ok(per_file);
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            tracing::debug!("a duplicate key in the batch: loading it through the staging table");
+            tx.batch_execute("ROLLBACK TO SAVEPOINT sluice_direct")
+                .await?;
+        }
+        Err(e) => return Err(e),
     }
     let stage = create_stage(tx, ctx).await?;
     for (f, copy, valid) in &with_rows {
@@ -502,6 +519,23 @@ async fn write_rows(
         per_file.insert(f.name.clone(), (inserted, valid - inserted.min(*valid)));
     }
     Ok(per_file)
+}
+
+/// One COPY of every file's rows into the target table.
+async fn copy_direct(
+    tx: &Transaction<'_>,
+    ctx: &CommitContext,
+    files: &[(&FileToCommit, &Bytes, u64)],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in(&ctx.target.copy_sql(&ctx.target.table)).await?;
+    futures::pin_mut!(sink);
+    sink.feed(ctx.target.copy_start()).await?;
+    for (_, copy, _) in files {
+        sink.feed((*copy).clone()).await?;
+    }
+    sink.feed(ctx.target.copy_end()).await?;
+    sink.finish().await?;
+    Ok(())
 }
 
 /// The staging table of dedupe mode: rows are COPYed there, then inserted into the
