@@ -5,7 +5,9 @@
 pub mod bench_formats;
 pub mod bins;
 pub mod kube_env;
+pub mod local;
 pub mod pg;
 pub mod procs;
 pub mod scenario;
+pub mod sensors;
 pub mod verify;

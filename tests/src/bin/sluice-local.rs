@@ -1,9 +1,12 @@
 //! `sluice-local`: runs the whole pipeline on this machine — an ephemeral PostgreSQL
-//! (or the one in DATABASE_URL), the generator and N workers on a temporary landing
+//! (or the one in DATABASE_URL), a producer and N workers on a temporary landing
 //! directory — shows live progress, and prints a summary with a few analysis queries.
+//! Two examples: `shop` (default; the generator's e-commerce events into `events`) and
+//! `iot` (sensor readings as gzip'd NDJSON into the declared table of
+//! deploy/examples/schema/sensors.yaml; `sluice_testkit::sensors`).
 
-use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,14 +15,22 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sluice_testkit::bins::try_bin_path;
+use sluice_testkit::local::{self, LocalExample, thousands};
 use sluice_testkit::pg::{PgCluster, PgOptions};
-use sluice_testkit::procs::send_signal;
+use sluice_testkit::procs::{http_get, send_signal};
+use sluice_testkit::sensors::Example;
+use sluice_testkit::sensors::producer::{Produced, Producer, ProducerOptions};
 
 /// Run Sluice locally: generator + workers + PostgreSQL, with live progress and a
 /// summary at the end. Stop early with Ctrl-C.
 #[derive(Debug, Parser)]
 #[command(name = "sluice-local", version, about, long_about)]
 struct Args {
+    /// Which example: `shop` (e-commerce events, CSV, the built-in `events` table) or
+    /// `iot` (sensor readings, gzip'd NDJSON, the declared table of
+    /// deploy/examples/schema/sensors.yaml).
+    #[arg(long, value_enum, default_value = "shop")]
+    example: LocalExample,
     /// How long the generator runs, in seconds (0 = until Ctrl-C).
     #[arg(long, default_value_t = 30)]
     duration: u64,
@@ -42,9 +53,10 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Format of the generated files: csv or ndjson (the workers tell by the file name).
+    /// Shop only: the iot example's files are NDJSON, as its resource says.
     #[arg(long, default_value = "csv")]
     format: String,
-    /// Compression of the generated files: none, gzip or zstd.
+    /// Compression of the generated files: none, gzip or zstd. Shop only (iot: gzip).
     #[arg(long, default_value = "none")]
     compress: String,
     /// Use this PostgreSQL instead of starting an ephemeral one (tables are created in it).
@@ -53,6 +65,38 @@ struct Args {
     /// Keep the temporary directory (landing zone, archive, checkpoints, logs) afterwards.
     #[arg(long)]
     keep: bool,
+    /// Work in this directory instead of a temporary one (created if missing, kept). The
+    /// iot example writes its producer's manifest there (`sensors-manifest.jsonl`).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+/// What writes the landing files.
+enum Feed {
+    /// The e-commerce generator, a process.
+    Generator(Proc),
+    /// The IoT example's producer, a thread.
+    Sensors(Producer),
+}
+
+impl Feed {
+    fn running(&mut self) -> bool {
+        match self {
+            Feed::Generator(p) => p.running(),
+            Feed::Sensors(p) => p.running(),
+        }
+    }
+
+    /// Stops it; what the IoT producer wrote.
+    fn stop(self) -> Result<Option<Produced>> {
+        match self {
+            Feed::Generator(mut p) => {
+                p.stop(Duration::from_secs(10));
+                Ok(None)
+            }
+            Feed::Sensors(p) => Ok(Some(p.stop()?)),
+        }
+    }
 }
 
 struct Proc {
@@ -147,10 +191,22 @@ async fn run(args: Args) -> Result<()> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let generator_bin = binary("sluice-generator")?;
     let worker_bin = binary("sluice-worker")?;
-    let tmp = tempfile::Builder::new().prefix("sluice-local-").tempdir()?;
-    let root = tmp.path().to_path_buf();
+    let example = match args.example {
+        LocalExample::Shop => None,
+        LocalExample::Iot => Some(Example::load()?),
+    };
+    let (tmp, root) = match &args.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            (None, dir.clone())
+        }
+        None => {
+            let tmp = tempfile::Builder::new().prefix("sluice-local-").tempdir()?;
+            let root = tmp.path().to_path_buf();
+            (Some(tmp), root)
+        }
+    };
     let landing = root.join("landing");
     let logs = root.join("logs");
     std::fs::create_dir_all(&landing)?;
@@ -177,41 +233,67 @@ async fn run(args: Args) -> Result<()> {
         }
     };
 
+    let config = root.join("worker-config.json");
+    if let Some(example) = &example {
+        local::iot::write_worker_config(example, &config)?;
+    }
     let mut workers = Vec::new();
+    let mut metrics_addrs = Vec::new();
     for i in 0..args.workers {
         let id = format!("worker-{i}");
+        // Each worker's /metrics, for the cleaning counts in the summary.
+        let metrics: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        metrics_addrs.push(metrics);
         let mut cmd = Command::new(&worker_bin);
-        cmd.args([
-            "--worker-id",
-            &id,
-            "--metrics-addr",
-            "none",
-            "--log-format",
-            "text",
-        ])
-        .arg("--landing-dir")
-        .arg(&landing)
-        .arg("--checkpoint-dir")
-        .arg(root.join("checkpoints").join(&id))
-        .env("DATABASE_URL", &url);
+        cmd.args(["--worker-id", &id, "--log-format", "text"])
+            .args(["--metrics-addr", &metrics.to_string()]);
+        if example.is_some() {
+            cmd.arg("--config").arg(&config);
+        }
+        cmd.arg("--landing-dir")
+            .arg(&landing)
+            .arg("--checkpoint-dir")
+            .arg(root.join("checkpoints").join(&id))
+            .env("DATABASE_URL", &url);
         workers.push(Proc::spawn(&id, &mut cmd, &logs.join(format!("{id}.log")))?);
     }
     let client = connect_when_ready(&url, &mut workers, &logs).await?;
 
-    let mut gen_cmd = Command::new(&generator_bin);
-    gen_cmd
-        .arg("--landing-dir")
-        .arg(&landing)
-        .args(["--metrics-addr", "none"])
-        .args(["--events-per-second", &args.events_per_second.to_string()])
-        .args(["--rows-per-file", &args.rows_per_file.to_string()])
-        .args(["--bad-row-share", &args.bad_row_share.to_string()])
-        .args(["--messy-row-share", &args.messy_row_share.to_string()])
-        .args(["--seed", &args.seed.to_string()])
-        .args(["--format", &args.format, "--compress", &args.compress]);
-    let mut generator = Proc::spawn("generator", &mut gen_cmd, &logs.join("generator.log"))?;
+    let mut feed = match &example {
+        None => {
+            let mut gen_cmd = Command::new(binary("sluice-generator")?);
+            gen_cmd
+                .arg("--landing-dir")
+                .arg(&landing)
+                .args(["--metrics-addr", "none"])
+                .args(["--events-per-second", &args.events_per_second.to_string()])
+                .args(["--rows-per-file", &args.rows_per_file.to_string()])
+                .args(["--bad-row-share", &args.bad_row_share.to_string()])
+                .args(["--messy-row-share", &args.messy_row_share.to_string()])
+                .args(["--seed", &args.seed.to_string()])
+                .args(["--format", &args.format, "--compress", &args.compress]);
+            let log = logs.join("generator.log");
+            Feed::Generator(Proc::spawn("generator", &mut gen_cmd, &log)?)
+        }
+        Some(_) => Feed::Sensors(Producer::start(ProducerOptions {
+            manifest: Some(root.join("sensors-manifest.jsonl")),
+            rows_per_second: args.events_per_second,
+            rows_per_file: args.rows_per_file,
+            bad_share: args.bad_row_share,
+            messy_share: args.messy_row_share,
+            seed: args.seed,
+            ..ProducerOptions::new(&landing)
+        })),
+    };
     println!(
-        "Running: generator at {} events/s, {} worker(s); {}. Logs in {}\n",
+        "Running: {} at {} rows/s, {} worker(s); {}. Logs in {}\n",
+        match &example {
+            None => "e-commerce generator".to_string(),
+            Some(e) => format!(
+                "IoT sensor producer (gzip'd NDJSON into {})",
+                e.quoted_table()
+            ),
+        },
         args.events_per_second,
         args.workers,
         if args.duration == 0 {
@@ -257,12 +339,12 @@ async fn run(args: Args) -> Result<()> {
             println!();
             bail!("all workers exited; see {}", logs.display());
         }
-        if interrupted || deadline.is_some_and(|d| Instant::now() >= d) || !generator.running() {
+        if interrupted || deadline.is_some_and(|d| Instant::now() >= d) || !feed.running() {
             break;
         }
     }
-    println!("\n\nStopping the generator and letting the workers drain the landing zone…");
-    generator.stop(Duration::from_secs(10));
+    println!("\n\nStopping the producer and letting the workers drain the landing zone…");
+    let produced = feed.stop()?;
     let drain_deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let p = progress(&client, &landing).await?;
@@ -276,13 +358,31 @@ async fn run(args: Args) -> Result<()> {
         .iter()
         .filter_map(|w| w.peak_rss_kib().map(|k| (w.name.clone(), k)))
         .collect();
+    let metrics: Vec<String> = metrics_addrs
+        .iter()
+        .filter_map(|a| http_get(*a, "/metrics").ok().map(|(_, body)| body))
+        .collect();
+    let cleaned = local::cleaned_counts(metrics.iter().map(String::as_str));
     for w in &mut workers {
         w.stop(Duration::from_secs(30));
     }
-    summary(&client, elapsed, &rss).await?;
-    if args.keep {
-        let kept = tmp.keep();
-        println!("\nKept {}", kept.display());
+    let table = match &example {
+        None => "events".to_string(),
+        Some(e) => e.quoted_table(),
+    };
+    summary(&client, &table, elapsed, &rss).await?;
+    let expected_cleaned = produced.as_ref().map(local::iot::expected_cleaned);
+    local::print_cleaned(&cleaned, expected_cleaned.as_ref());
+    match (&example, &produced) {
+        (Some(example), Some(produced)) => {
+            local::iot::summary(&client, example, produced).await?;
+        }
+        _ => local::shop::analysis(&client).await?,
+    }
+    match tmp {
+        Some(tmp) if args.keep => println!("\nKept {}", tmp.keep().display()),
+        Some(_) => {}
+        None => println!("\nWork directory {}", root.display()),
     }
     Ok(())
 }
@@ -362,6 +462,7 @@ async fn progress(client: &tokio_postgres::Client, landing: &Path) -> Result<Pro
 
 async fn summary(
     client: &tokio_postgres::Client,
+    table: &str,
     elapsed: Duration,
     rss: &[(String, u64)],
 ) -> Result<()> {
@@ -375,8 +476,8 @@ async fn summary(
         .await?;
     let (files, failed, loaded, rejected): (i64, i64, i64, i64) =
         (totals.get(0), totals.get(1), totals.get(2), totals.get(3));
-    let events: i64 = client
-        .query_one("SELECT count(*) FROM events", &[])
+    let stored: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
         .await?
         .get(0);
     println!("\n══ Summary ══════════════════════════════════════════════");
@@ -386,9 +487,9 @@ async fn summary(
         thousands(files)
     );
     println!(
-        "  rows loaded        {}  (events table holds {})",
+        "  rows loaded        {}  ({table} table holds {})",
         thousands(loaded),
-        thousands(events)
+        thousands(stored)
     );
     println!("  rows rejected      {}", thousands(rejected));
     println!(
@@ -414,75 +515,5 @@ async fn summary(
             );
         }
     }
-    let revenue = client
-        .query(
-            "SELECT category, sum(price * quantity)::float8 AS revenue, count(*) AS purchases
-             FROM events WHERE event_type = 'purchase'
-             GROUP BY category ORDER BY revenue DESC LIMIT 8",
-            &[],
-        )
-        .await?;
-    if !revenue.is_empty() {
-        println!("\n  Revenue by category (top 8):");
-        for r in revenue {
-            println!(
-                "    {:<22} {:>14.2}  ({} purchases)",
-                r.get::<_, String>(0),
-                r.get::<_, f64>(1),
-                thousands(r.get::<_, i64>(2))
-            );
-        }
-    }
-    let funnel = client
-        .query(
-            "SELECT event_type, count(*), count(DISTINCT session_id) FROM events GROUP BY event_type",
-            &[],
-        )
-        .await?;
-    let by_type: BTreeMap<String, (i64, i64)> = funnel
-        .iter()
-        .map(|r| {
-            (
-                r.get::<_, String>(0),
-                (r.get::<_, i64>(1), r.get::<_, i64>(2)),
-            )
-        })
-        .collect();
-    let sessions = |t: &str| by_type.get(t).map(|v| v.1).unwrap_or(0);
-    let (v, c, p) = (
-        sessions("view"),
-        sessions("add_to_cart"),
-        sessions("purchase"),
-    );
-    if v > 0 {
-        println!("\n  Funnel (sessions):");
-        println!("    viewed            {:>10}", thousands(v));
-        println!(
-            "    added to cart     {:>10}  ({:.1}% of viewing sessions)",
-            thousands(c),
-            100.0 * c as f64 / v as f64
-        );
-        println!(
-            "    purchased         {:>10}  ({:.1}% of carting sessions)",
-            thousands(p),
-            if c > 0 {
-                100.0 * p as f64 / c as f64
-            } else {
-                0.0
-            }
-        );
-    }
     Ok(())
-}
-
-fn thousands(n: i64) -> String {
-    let s = n.abs().to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if n < 0 { format!("-{out}") } else { out }
 }
