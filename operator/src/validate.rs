@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use sluice_core::config::ConfigError;
 
-use crate::children::effective_resources;
+use crate::children::{effective_resources, reserved_key};
 use crate::crd::{IngestPipeline, default_generator_resources, default_worker_resources};
 
 /// Longest pipeline name: children append up to 10 characters (`-generator`) and the
@@ -74,6 +74,18 @@ pub fn validate(ipl: &IngestPipeline) -> Result<(), String> {
         "spec.generator.resources",
         &effective_resources(&spec.generator.resources, &default_generator_resources()),
     )?;
+    for (field, template) in [
+        ("spec.podTemplate", &spec.pod_template),
+        ("spec.generator.podTemplate", &spec.generator.pod_template),
+        ("spec.worker.podTemplate", &spec.worker.pod_template),
+    ] {
+        if let Some((part, key)) = template.as_ref().and_then(reserved_key) {
+            return Err(format!(
+                "{field}.{part} sets {key:?}, which the operator sets itself (it selects and \
+                 configures its pods by it): remove it, or use another key"
+            ));
+        }
+    }
     for (field, image) in [
         ("spec.images.worker", &spec.images.worker),
         ("spec.images.generator", &spec.images.generator),
@@ -279,6 +291,32 @@ mod tests {
         let msg = validate(&ipl).expect_err("req > lim");
         assert!(
             msg.contains("spec.worker.resources.requests.memory (1Gi) exceeds"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn pod_templates_may_not_set_the_operators_keys() {
+        let mut ipl = sample("shop");
+        let mut t = crate::crd::PodTemplate {
+            metadata: Some(crate::crd::PodMetadata {
+                labels: [("team".to_string(), "data".to_string())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        ipl.spec.pod_template = Some(t.clone());
+        assert_eq!(validate(&ipl), Ok(()));
+        if let Some(md) = t.metadata.as_mut() {
+            md.labels
+                .insert("app.kubernetes.io/instance".into(), "other".into());
+        }
+        ipl.spec.worker.pod_template = Some(t);
+        let msg = validate(&ipl).expect_err("reserved label");
+        assert!(
+            msg.starts_with(
+                "spec.worker.podTemplate.metadata.labels sets \"app.kubernetes.io/instance\""
+            ),
             "{msg}"
         );
     }

@@ -1537,3 +1537,147 @@ async fn deleting_the_pipeline_garbage_collects_children() -> Result<()> {
     );
     op.shutdown().await
 }
+
+/// spec.podTemplate with a per-worker override → every field on the pods the real
+/// controllers create (the StatefulSet's and the Deployment's), the override winning on
+/// the workers only; a reserved label is refused with InvalidSpec.
+#[tokio::test]
+async fn pod_templates_reach_the_pods() -> Result<()> {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let Some(op) = Operator::start("op-podtemplate").await? else {
+        return Ok(());
+    };
+    // What the pods refer to must exist, or the admission plugins refuse the pods.
+    let classes: Api<PriorityClass> = Api::all(op.client.clone());
+    for (name, value) in [("op-podtemplate-low", 10), ("op-podtemplate-high", 1000)] {
+        let pc: PriorityClass = serde_json::from_value(json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": { "name": name }, "value": value,
+        }))?;
+        classes
+            .patch(name, &PatchParams::apply(TEST_MANAGER), &Patch::Apply(&pc))
+            .await
+            .with_context(|| format!("creating PriorityClass {name}"))?;
+    }
+    let sa: ServiceAccount = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": "ingest-pods" },
+    }))?;
+    op.api::<ServiceAccount>()
+        .create(&PostParams::default(), &sa)
+        .await
+        .context("creating the pods' ServiceAccount")?;
+    op.create_secret().await?;
+    let shared = json!({
+        "metadata": { "labels": { "team": "data" }, "annotations": { "cost-centre": "42" } },
+        "imagePullSecrets": [{ "name": "regcred" }],
+        "nodeSelector": { "pool": "ingest" },
+        "tolerations": [{ "key": "dedicated", "operator": "Equal", "value": "ingest", "effect": "NoSchedule" }],
+        "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{ "matchExpressions": [{ "key": "zone", "operator": "In", "values": ["a"] }] }] } } },
+        "topologySpreadConstraints": [{ "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway" }],
+        "priorityClassName": "op-podtemplate-low",
+        "serviceAccountName": "ingest-pods",
+    });
+    op.create_pipeline(&pipeline(json!({
+        "podTemplate": shared,
+        "worker": { "replicas": 1, "podTemplate": {
+            "metadata": { "labels": { "role": "loader" } },
+            "priorityClassName": "op-podtemplate-high",
+        } },
+    })))
+    .await?;
+    for (component, prio) in [
+        ("worker", "op-podtemplate-high"),
+        ("generator", "op-podtemplate-low"),
+    ] {
+        let pods = wait_pods(&op, component, 1).await?;
+        let pod = &pods[0];
+        let spec = pod.spec.as_ref().context("pod spec")?;
+        let v = serde_json::to_value(spec)?;
+        assert_eq!(
+            v["imagePullSecrets"],
+            json!([{ "name": "regcred" }]),
+            "{component}"
+        );
+        assert_eq!(
+            v["nodeSelector"],
+            json!({ "pool": "ingest" }),
+            "{component}"
+        );
+        assert!(
+            v["tolerations"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["key"] == "dedicated")),
+            "{component}: {}",
+            v["tolerations"]
+        );
+        assert_eq!(
+            v["affinity"]["nodeAffinity"], shared["affinity"]["nodeAffinity"],
+            "{component}"
+        );
+        assert_eq!(
+            v["topologySpreadConstraints"][0]["topologyKey"], "kubernetes.io/hostname",
+            "{component}"
+        );
+        assert_eq!(
+            spec.priority_class_name.as_deref(),
+            Some(prio),
+            "{component}"
+        );
+        assert_eq!(spec.service_account_name.as_deref(), Some("ingest-pods"));
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let labels = pod.labels();
+        assert_eq!(labels.get("team").map(String::as_str), Some("data"));
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/component")
+                .map(String::as_str),
+            Some(component)
+        );
+        assert_eq!(
+            labels.get("role").is_some(),
+            component == "worker",
+            "the worker override stays on the workers"
+        );
+        assert_eq!(
+            pod.annotations().get("cost-centre").map(String::as_str),
+            Some("42")
+        );
+    }
+
+    // A label the operator selects by is refused, and nothing changes.
+    op.patch_spec(json!({ "podTemplate": { "metadata": { "labels": {
+        "app.kubernetes.io/instance": "other" } } } }))
+        .await?;
+    let ipl = op
+        .wait_status("InvalidSpec for a reserved label", CONVERGE, |ipl| {
+            cond_is(ipl, "Degraded", "True", "InvalidSpec")
+        })
+        .await?;
+    let msg = condition(&ipl, "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("spec.podTemplate.metadata.labels")
+            && msg.contains("app.kubernetes.io/instance"),
+        "{msg}"
+    );
+    let sts = op
+        .api::<StatefulSet>()
+        .get(&children::worker_name(NAME))
+        .await?;
+    let tl = sts
+        .spec
+        .template
+        .metadata
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        tl.get("app.kubernetes.io/instance").map(String::as_str),
+        Some(NAME)
+    );
+    for (name, _) in [("op-podtemplate-low", 0), ("op-podtemplate-high", 0)] {
+        let _ = classes.delete(name, &DeleteParams::default()).await;
+    }
+    op.shutdown().await
+}

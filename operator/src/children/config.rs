@@ -61,8 +61,8 @@ pub fn config_map(ipl: &IngestPipeline, json: String) -> ConfigMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::config::SslMode;
     use crate::fixtures::*;
+    use sluice_core::config::SslMode;
     #[test]
     fn config_map_holds_the_config_and_hash_follows_it() {
         let ipl = sample();

@@ -38,7 +38,7 @@ pub fn generator(ipl: &IngestPipeline, config_hash: &str) -> Deployment {
         ]),
         ..Default::default()
     };
-    Deployment {
+    let mut obj = Deployment {
         metadata: meta(ipl, generator_name(&name), "generator"),
         spec: DeploymentSpec {
             replicas: Some(replicas),
@@ -71,7 +71,9 @@ pub fn generator(ipl: &IngestPipeline, config_hash: &str) -> Deployment {
             ..Default::default()
         },
         ..Default::default()
-    }
+    };
+    customise(&mut obj.spec.template, &generator_pod_template(ipl));
+    obj
 }
 
 /// The generator's command-line arguments.

@@ -11,7 +11,8 @@
 //!
 //! One file per idea: [`names`] (names, labels, metadata), [`config`] (the ConfigMap),
 //! [`storage`] (landing and checkpoint volumes), [`service`] (metrics Service and
-//! ServiceAccount), [`pod`] (what every pod shares), [`generator`] and [`worker`].
+//! ServiceAccount), [`pod`] (what every pod shares), [`template`] (the user's pod
+//! settings), [`generator`] and [`worker`].
 
 mod config;
 mod generator;
@@ -19,6 +20,7 @@ mod names;
 mod pod;
 mod service;
 mod storage;
+mod template;
 mod worker;
 
 pub use config::*;
@@ -27,6 +29,7 @@ pub use names::*;
 pub use pod::*;
 pub use service::*;
 pub use storage::*;
+pub use template::*;
 pub use worker::*;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};

@@ -127,7 +127,7 @@ pub fn worker(ipl: &IngestPipeline, config_hash: &str, inputs: &BuildInputs) -> 
     let grace = i64::try_from(spec.worker.config.shutdown_grace_seconds)
         .unwrap_or(i64::MAX / 2)
         .saturating_add(10);
-    StatefulSet {
+    let mut obj = StatefulSet {
         metadata: meta(ipl, worker_name(&name), "worker"),
         spec: StatefulSetSpec {
             replicas: Some(replicas),
@@ -155,7 +155,9 @@ pub fn worker(ipl: &IngestPipeline, config_hash: &str, inputs: &BuildInputs) -> 
             ..Default::default()
         },
         ..Default::default()
-    }
+    };
+    customise(&mut obj.spec.template, &worker_pod_template(ipl));
+    obj
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_core::config::{GeneratorConfig, SslMode, TableNames, WorkerConfig};
 
+mod pods;
+pub use pods::{PodMetadata, PodTemplate};
+
 /// Field manager used for server-side apply of children and status.
 pub const FIELD_MANAGER: &str = "sluice-operator";
 
@@ -102,6 +105,12 @@ pub struct IngestPipelineSpec {
     /// Container images of the pods.
     #[serde(default)]
     pub images: ImagesSpec,
+    /// Pod settings shared by the generator and the workers (image pull secrets, node
+    /// selector, tolerations, affinity, topology spread, priority class, service account,
+    /// extra labels and annotations). `generator.podTemplate` and `worker.podTemplate`
+    /// override it field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
     /// Scale the generator and the workers to zero, keeping volumes and configuration.
     /// Files landed meanwhile are loaded after resuming.
     #[serde(default)]
@@ -121,6 +130,9 @@ pub struct GeneratorSpec {
     /// their defaults (a default limit below a given request is raised to it).
     #[schemars(default = "default_generator_resources")]
     pub resources: ResourceRequirements,
+    /// Pod settings of the generator; each field given here wins over spec.podTemplate's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
 }
 
 impl Default for GeneratorSpec {
@@ -129,6 +141,7 @@ impl Default for GeneratorSpec {
             enabled: true,
             config: GeneratorConfig::default(),
             resources: default_generator_resources(),
+            pod_template: None,
         }
     }
 }
@@ -148,6 +161,9 @@ pub struct WorkerSpec {
     /// their defaults (a default limit below a given request is raised to it).
     #[schemars(default = "default_worker_resources")]
     pub resources: ResourceRequirements,
+    /// Pod settings of the workers; each field given here wins over spec.podTemplate's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
 }
 
 impl Default for WorkerSpec {
@@ -156,6 +172,7 @@ impl Default for WorkerSpec {
             replicas: 2,
             config: WorkerConfig::default(),
             resources: default_worker_resources(),
+            pod_template: None,
         }
     }
 }
@@ -414,11 +431,64 @@ pub struct IngestPipelineStatus {
 
 /// The CRD as installed: the derived one, with `null` members dropped from schema
 /// defaults (an unset optional field needs no default, and older API servers store the
-/// nulls).
+/// nulls), and without the Kubernetes API's own descriptions inside the pod templates
+/// (see [`strip_pod_template_docs`]).
 pub fn crd() -> Result<CustomResourceDefinition, serde_json::Error> {
     let mut value = serde_json::to_value(IngestPipeline::crd())?;
     strip_null_defaults(&mut value);
+    strip_pod_template_docs(&mut value);
     serde_json::from_value(value)
+}
+
+/// The pod templates embed Kubernetes types (Affinity, Toleration,
+/// TopologySpreadConstraint, …) three times; with their upstream descriptions the CRD
+/// would pass 250 kB, near the 256 kB a client-side `kubectl apply` can store. Their
+/// schema (types, required fields) is kept; only the descriptions below each template
+/// field go (`kubectl explain pod.spec.affinity` has them).
+fn strip_pod_template_docs(crd: &mut serde_json::Value) {
+    let Some(versions) = crd
+        .pointer_mut("/spec/versions")
+        .and_then(|v| v.as_array_mut())
+    else {
+        return;
+    };
+    for v in versions {
+        let Some(spec) = v.pointer_mut("/schema/openAPIV3Schema/properties/spec/properties") else {
+            continue;
+        };
+        for path in [
+            "/podTemplate",
+            "/generator/properties/podTemplate",
+            "/worker/properties/podTemplate",
+        ] {
+            if let Some(fields) = spec
+                .pointer_mut(&format!("{path}/properties"))
+                .and_then(|f| f.as_object_mut())
+            {
+                for field in fields.values_mut() {
+                    for (k, sub) in field.as_object_mut().into_iter().flatten() {
+                        if k != "description" {
+                            strip_descriptions(sub);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn strip_descriptions(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            // A property called "description" is a field name, not documentation.
+            if map.get("description").is_some_and(|d| d.is_string()) {
+                map.remove("description");
+            }
+            map.values_mut().for_each(strip_descriptions);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
 }
 
 fn strip_nulls(v: &mut serde_json::Value) {
