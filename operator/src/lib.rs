@@ -10,6 +10,7 @@ mod fixtures;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_scrape;
+pub mod pdb;
 pub mod plugin;
 pub mod reconcile;
 pub mod status;

@@ -102,6 +102,8 @@ pub struct Context {
     figures: Mutex<FiguresCache>,
     /// Per pipeline: consecutive failures, for the error backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Which policy version serves PodDisruptionBudgets.
+    pdb: crate::pdb::PdbApi,
 }
 
 impl Context {
@@ -119,6 +121,7 @@ impl Context {
             metrics,
             figures: Mutex::default(),
             failures: Mutex::default(),
+            pdb: Default::default(),
         }
     }
 
@@ -496,6 +499,15 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
         apply(client, &ns, &built.service).await?;
         let d = apply(client, &ns, &built.generator).await?;
         let s = apply(client, &ns, &built.worker).await?;
+        crate::pdb::sync(
+            client,
+            &ctx.pdb,
+            ipl,
+            &ns,
+            &children::worker_name(&name),
+            built.disruption_budget.as_ref(),
+        )
+        .await?;
         Ok((d, s))
     }
     .await;

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sluice_core::config::ConfigError;
 
@@ -74,6 +75,7 @@ pub fn validate(ipl: &IngestPipeline) -> Result<(), String> {
         "spec.generator.resources",
         &effective_resources(&spec.generator.resources, &default_generator_resources()),
     )?;
+    check_max_unavailable(&spec.worker.disruption_budget.max_unavailable)?;
     for (field, template) in [
         ("spec.podTemplate", &spec.pod_template),
         ("spec.generator.podTemplate", &spec.generator.pod_template),
@@ -97,6 +99,24 @@ pub fn validate(ipl: &IngestPipeline) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn check_max_unavailable(v: &IntOrString) -> Result<(), String> {
+    let ok = match v {
+        IntOrString::Int(n) => *n >= 0,
+        IntOrString::String(s) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| p <= 100),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "spec.worker.disruptionBudget.maxUnavailable {v:?} is neither a number of \
+             workers (0 or more) nor a percentage (\"25%\")"
+        ))
+    }
 }
 
 fn field_error(prefix: &str, e: &ConfigError) -> String {
@@ -319,6 +339,23 @@ mod tests {
             ),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn max_unavailable_is_a_count_or_a_percentage() {
+        let mut ipl = sample("shop");
+        for ok in [IntOrString::Int(0), IntOrString::String("25%".into())] {
+            ipl.spec.worker.disruption_budget.max_unavailable = ok;
+            assert_eq!(validate(&ipl), Ok(()));
+        }
+        for bad in [IntOrString::Int(-1), IntOrString::String("half".into())] {
+            ipl.spec.worker.disruption_budget.max_unavailable = bad;
+            let msg = validate(&ipl).expect_err("bad maxUnavailable");
+            assert!(
+                msg.starts_with("spec.worker.disruptionBudget.maxUnavailable"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

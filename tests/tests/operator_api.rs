@@ -1681,3 +1681,63 @@ async fn pod_templates_reach_the_pods() -> Result<()> {
     }
     op.shutdown().await
 }
+
+/// spec.worker.disruptionBudget: on by default (maxUnavailable 1 over the worker pods,
+/// owned by the pipeline), changed in place, removed when disabled. On the policy version
+/// the server serves (v1beta1 on the 1.20 test server).
+#[tokio::test]
+async fn the_workers_get_a_disruption_budget() -> Result<()> {
+    let Some(op) = Operator::start("op-pdb").await? else {
+        return Ok(());
+    };
+    let ar = sluice_operator::pdb::PdbApi::default()
+        .resource(&op.client)
+        .await
+        .cloned()
+        .context("the server serves PodDisruptionBudgets")?;
+    let pdbs: Api<DynamicObject> = Api::namespaced_with(op.client.clone(), &op.ns, &ar);
+    op.create_secret().await?;
+    let ipl = op.create_pipeline(&pipeline(json!({}))).await?;
+    let name = children::worker_name(NAME);
+    let pdb = wait_for(&pdbs, &name, "the PodDisruptionBudget", CONVERGE, |_| true).await?;
+    assert_eq!(pdb.data["spec"]["maxUnavailable"], json!(1));
+    assert_eq!(
+        pdb.data["spec"]["selector"]["matchLabels"],
+        serde_json::to_value(children::selector_labels(NAME, "worker"))?
+    );
+    assert!(
+        pdb.owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == ipl.uid().as_ref() && o.controller == Some(true)),
+        "owned by the pipeline"
+    );
+
+    op.patch_spec(json!({ "worker": { "disruptionBudget": { "maxUnavailable": "50%" } } }))
+        .await?;
+    wait_for(&pdbs, &name, "maxUnavailable 50%", CONVERGE, |p| {
+        p.data["spec"]["maxUnavailable"] == json!("50%")
+    })
+    .await?;
+
+    op.patch_spec(json!({ "worker": { "disruptionBudget": { "enabled": false } } }))
+        .await?;
+    let deadline = Instant::now() + CONVERGE;
+    while pdbs.get_opt(&name).await?.is_some() {
+        ensure!(
+            Instant::now() < deadline,
+            "the PodDisruptionBudget is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    op.patch_spec(json!({ "worker": { "disruptionBudget": { "enabled": true } } }))
+        .await?;
+    wait_for(
+        &pdbs,
+        &name,
+        "the PodDisruptionBudget again",
+        CONVERGE,
+        |_| true,
+    )
+    .await?;
+    op.shutdown().await
+}

@@ -8,13 +8,15 @@
 //! | StatefulSet | `<name>-worker` | pods `<name>-worker-<i>`; claims `checkpoint-<name>-worker-<i>` |
 //! | Service (headless) | `<name>-worker` | port `metrics` (9100) |
 //! | ServiceAccount | `<name>-sluice` | no API token mounted |
+//! | PodDisruptionBudget | `<name>-worker` | unless `worker.disruptionBudget.enabled: false` |
 //!
 //! One file per idea: [`names`] (names, labels, metadata), [`config`] (the ConfigMap),
 //! [`storage`] (landing and checkpoint volumes), [`service`] (metrics Service and
 //! ServiceAccount), [`pod`] (what every pod shares), [`template`] (the user's pod
-//! settings), [`generator`] and [`worker`].
+//! settings), [`generator`], [`worker`] and [`disruption`] (the workers' budget).
 
 mod config;
+mod disruption;
 mod generator;
 mod names;
 mod pod;
@@ -24,6 +26,7 @@ mod template;
 mod worker;
 
 pub use config::*;
+pub use disruption::*;
 pub use generator::*;
 pub use names::*;
 pub use pod::*;
@@ -34,6 +37,7 @@ pub use worker::*;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::crd::IngestPipeline;
 
@@ -65,6 +69,8 @@ pub struct Children {
     pub service: Service,
     pub generator: Deployment,
     pub worker: StatefulSet,
+    /// None when spec.worker.disruptionBudget.enabled is false.
+    pub disruption_budget: Option<PodDisruptionBudget>,
     pub config_hash: String,
 }
 
@@ -80,6 +86,7 @@ pub fn build(ipl: &IngestPipeline, inputs: &BuildInputs) -> Children {
         service: service(ipl),
         generator: generator(ipl, &config_hash),
         worker: worker(ipl, &config_hash, inputs),
+        disruption_budget: disruption_budget(ipl),
         config_hash,
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::config::{GeneratorConfig, SslMode, TableNames, WorkerConfig};
 
 mod pods;
-pub use pods::{PodMetadata, PodTemplate};
+pub use pods::{DisruptionBudgetSpec, PodMetadata, PodTemplate};
 
 /// Field manager used for server-side apply of children and status.
 pub const FIELD_MANAGER: &str = "sluice-operator";
@@ -164,6 +164,9 @@ pub struct WorkerSpec {
     /// Pod settings of the workers; each field given here wins over spec.podTemplate's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplate>,
+    /// The workers' PodDisruptionBudget (on by default, maxUnavailable 1), so that a node
+    /// drain never takes all the workers down at once.
+    pub disruption_budget: DisruptionBudgetSpec,
 }
 
 impl Default for WorkerSpec {
@@ -173,6 +176,7 @@ impl Default for WorkerSpec {
             config: WorkerConfig::default(),
             resources: default_worker_resources(),
             pod_template: None,
+            disruption_budget: DisruptionBudgetSpec::default(),
         }
     }
 }

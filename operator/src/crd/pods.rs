@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +92,28 @@ impl PodTemplate {
             ),
             priority_class_name: pick(&own.priority_class_name, &self.priority_class_name),
             service_account_name: pick(&own.service_account_name, &self.service_account_name),
+        }
+    }
+}
+
+/// The workers' PodDisruptionBudget: how many workers a voluntary disruption (a node
+/// drain, a cluster upgrade) may take down at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DisruptionBudgetSpec {
+    /// Create the PodDisruptionBudget `<pipeline>-worker`. When turned off, the operator
+    /// deletes it.
+    pub enabled: bool,
+    /// Workers that may be unavailable at once during voluntary disruptions: a number
+    /// (default 1) or a percentage of spec.worker.replicas ("25%").
+    pub max_unavailable: IntOrString,
+}
+
+impl Default for DisruptionBudgetSpec {
+    fn default() -> Self {
+        DisruptionBudgetSpec {
+            enabled: true,
+            max_unavailable: IntOrString::Int(1),
         }
     }
 }
