@@ -1158,7 +1158,12 @@ async fn create_namespace(client: &Client) -> Result<String> {
     let obj: Namespace = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": { "name": ns, "labels": { "sluice.dev/e2e": "true" } },
+        // Pod Security restricted, enforced: every pod of the run must meet it.
+        "metadata": { "name": ns, "labels": {
+            "sluice.dev/e2e": "true",
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        } },
     }))?;
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &obj)

@@ -20,6 +20,7 @@ mod disruption;
 mod generator;
 mod names;
 mod pod;
+pub mod pod_security;
 mod service;
 mod storage;
 mod template;
