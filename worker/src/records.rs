@@ -19,6 +19,9 @@
 
 use std::io::{self, Read};
 
+#[cfg(test)]
+mod csv_core_bench;
+
 use sluice_core::event::COLUMN_COUNT;
 
 /// The CSV dialect: the field delimiter and the quote character, one ASCII byte each
