@@ -58,6 +58,16 @@ pub struct Args {
     /// Namespace of the Lease. Default: the operator's own namespace.
     #[arg(long, env = "SLUICE_LEASE_NAMESPACE", global = true)]
     pub lease_namespace: Option<String>,
+    /// NetworkPolicies for pipelines that leave spec.networkPolicy.enabled unset: on or
+    /// off (the Helm chart sets on).
+    #[arg(
+        long,
+        env = "SLUICE_NETWORK_POLICY_DEFAULT",
+        value_enum,
+        default_value = "off",
+        global = true
+    )]
+    pub network_policy_default: OnOff,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +111,7 @@ mod tests {
         let a = Args::try_parse_from(["sluice-operator"]).expect("parse");
         assert_eq!(a.command, None);
         assert_eq!(a.leader_election, OnOff::On);
+        assert_eq!(a.network_policy_default, OnOff::Off);
         assert_eq!(
             a.metrics_addr().expect("addr"),
             Some("0.0.0.0:9103".parse().expect("addr"))

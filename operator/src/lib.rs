@@ -44,6 +44,13 @@ pub struct RunOptions {
     pub instance: Option<String>,
 }
 
+/// Operator-wide settings applied to every pipeline (command-line flags).
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// `--network-policy-default` and the operator's namespace.
+    pub network: children::NetworkInputs,
+}
+
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -58,6 +65,18 @@ pub async fn run(
     health: Arc<Health>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    run_with(client, opts, Settings::default(), metrics, health, stop).await
+}
+
+/// [`run`] with operator-wide [`Settings`].
+pub async fn run_with(
+    client: Client,
+    opts: RunOptions,
+    settings: Settings,
+    metrics: metrics::Metrics,
+    health: Arc<Health>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let version = client.apiserver_version().await?;
     tracing::info!(
         server = %format!("{}.{}", version.major, version.minor),
@@ -66,11 +85,9 @@ pub async fn run(
     );
     // Standby replicas are healthy too: ready once the API answers.
     health.set_ready(true);
-    let ctx = Arc::new(reconcile::Context::new(
-        client.clone(),
-        metrics.clone(),
-        opts.instance.clone(),
-    ));
+    let mut ctx = reconcile::Context::new(client.clone(), metrics.clone(), opts.instance.clone());
+    ctx.settings = settings;
+    let ctx = Arc::new(ctx);
     let Some(lo) = opts.leader else {
         metrics.leader.set(1);
         reconcile::run_controller(ctx, opts.scope, stopped(stop)).await;

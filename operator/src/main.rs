@@ -3,8 +3,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use sluice_core::telemetry::{self, Health};
+use sluice_operator::children::NetworkInputs;
 use sluice_operator::cli::{Args, Command, OnOff};
-use sluice_operator::{LeaderOptions, RunOptions, Scope};
+use sluice_operator::{LeaderOptions, RunOptions, Scope, Settings};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -80,6 +81,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok()
         .filter(|s| !s.is_empty());
+    let own_namespace_for_policies = own_namespace.clone();
     let leader = match args.leader_election {
         OnOff::Off => None,
         OnOff::On => Some(LeaderOptions {
@@ -90,13 +92,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("sluice-operator-{}", std::process::id())),
         }),
     };
-    let result = sluice_operator::run(
+    let settings = Settings {
+        network: NetworkInputs {
+            default_enabled: args.network_policy_default == OnOff::On,
+            operator_namespace: Some(own_namespace_for_policies),
+        },
+    };
+    let result = sluice_operator::run_with(
         client,
         RunOptions {
             scope,
             leader,
             instance,
         },
+        settings,
         metrics,
         health,
         stop_rx,

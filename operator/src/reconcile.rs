@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -104,6 +105,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Which policy version serves PodDisruptionBudgets.
     pdb: crate::pdb::PdbApi,
+    /// Operator-wide settings (flags).
+    pub settings: crate::Settings,
 }
 
 impl Context {
@@ -122,6 +125,7 @@ impl Context {
             figures: Mutex::default(),
             failures: Mutex::default(),
             pdb: Default::default(),
+            settings: Default::default(),
         }
     }
 
@@ -237,6 +241,47 @@ where
         name,
         source,
     })
+}
+
+/// Applies the pipeline's NetworkPolicies, or deletes ours when they are off. Not
+/// watched: re-applied on every reconcile.
+async fn sync_network_policies(
+    ctx: &Context,
+    ipl: &IngestPipeline,
+    ns: &str,
+    desired: &[NetworkPolicy],
+) -> Result<(), Error> {
+    if !desired.is_empty() {
+        for p in desired {
+            apply(&ctx.client, ns, p).await?;
+        }
+        return Ok(());
+    }
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    let name = ipl.name_any();
+    for n in [
+        children::worker_name(&name),
+        children::generator_name(&name),
+    ] {
+        let fail = |source| Error::Apply {
+            kind: "NetworkPolicy".into(),
+            name: n.clone(),
+            source,
+        };
+        let ours = api.get_opt(&n).await.map_err(fail)?.is_some_and(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| Some(&r.uid) == ipl.metadata.uid.as_ref())
+        });
+        if ours {
+            match api.delete(&n, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Keeps the claim templates of an existing StatefulSet: Kubernetes refuses changes to
@@ -473,6 +518,7 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
         &BuildInputs {
             secret_version,
             secret_layout: secret_layout(secret.as_ref()),
+            network: ctx.settings.network.clone(),
         },
     );
     if keep_claim_templates(&mut built.worker, existing_sts.as_ref()) {
@@ -508,6 +554,7 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
             built.disruption_budget.as_ref(),
         )
         .await?;
+        sync_network_policies(ctx, ipl, &ns, &built.network_policies).await?;
         Ok((d, s))
     }
     .await;

@@ -1741,3 +1741,59 @@ async fn the_workers_get_a_disruption_budget() -> Result<()> {
     .await?;
     op.shutdown().await
 }
+
+/// spec.networkPolicy.enabled → NetworkPolicies `shop-worker` (metrics in from the
+/// operator and metricsFrom; DNS and PostgreSQL out) and `shop-generator` (no egress),
+/// owned by the pipeline; turned off → deleted. (The test server has no network plugin:
+/// the objects are checked, not their enforcement.)
+#[tokio::test]
+async fn network_policies_follow_the_spec() -> Result<()> {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let Some(op) = Operator::start("op-netpol").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({ "networkPolicy": {
+        "enabled": true,
+        "postgres": [{ "ipBlock": { "cidr": "10.0.3.7/32" } }],
+        "metricsFrom": [{ "namespaceSelector": { "matchLabels": {
+            "kubernetes.io/metadata.name": "monitoring" } } }],
+    } })))
+    .await?;
+    let api = op.api::<NetworkPolicy>();
+    let worker = wait_exists(&api, &children::worker_name(NAME), CONVERGE).await?;
+    let generator = wait_exists(&api, &children::generator_name(NAME), CONVERGE).await?;
+    let w = serde_json::to_value(&worker.spec)?;
+    assert_eq!(w["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(w["ingress"][0]["ports"][0]["port"], 9100);
+    assert_eq!(
+        w["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "operator"
+    );
+    assert_eq!(
+        w["ingress"][0]["from"][1]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert_eq!(w["egress"][0]["ports"][0]["port"], 53);
+    assert_eq!(w["egress"][1]["to"][0]["ipBlock"]["cidr"], "10.0.3.7/32");
+    assert_eq!(w["egress"][1]["ports"][0]["port"], 5432);
+    let g = serde_json::to_value(&generator.spec)?;
+    assert_eq!(g["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(
+        g.get("egress")
+            .is_none_or(|e| e.as_array().is_some_and(|a| a.is_empty())),
+        "the generator may send nothing: {g}"
+    );
+    check_owned(
+        "NetworkPolicy",
+        &worker.metadata,
+        "worker",
+        &op.api::<IngestPipeline>().get(NAME).await?,
+    );
+
+    op.patch_spec(json!({ "networkPolicy": { "enabled": false } }))
+        .await?;
+    wait_gone(api.clone(), &children::worker_name(NAME), CONVERGE).await?;
+    wait_gone(api, &children::generator_name(NAME), CONVERGE).await?;
+    op.shutdown().await
+}

@@ -9,6 +9,7 @@
 //! | Service (headless) | `<name>-worker` | port `metrics` (9100) |
 //! | ServiceAccount | `<name>-sluice` | no API token mounted |
 //! | PodDisruptionBudget | `<name>-worker` | unless `worker.disruptionBudget.enabled: false` |
+//! | NetworkPolicy | `<name>-worker`, `<name>-generator` | when `networkPolicy` is on |
 //!
 //! One file per idea: [`names`] (names, labels, metadata), [`config`] (the ConfigMap),
 //! [`storage`] (landing and checkpoint volumes), [`service`] (metrics Service and
@@ -19,6 +20,7 @@ mod config;
 mod disruption;
 mod generator;
 mod names;
+mod network;
 mod pod;
 pub mod pod_security;
 mod service;
@@ -30,6 +32,7 @@ pub use config::*;
 pub use disruption::*;
 pub use generator::*;
 pub use names::*;
+pub use network::*;
 pub use pod::*;
 pub use service::*;
 pub use storage::*;
@@ -38,6 +41,7 @@ pub use worker::*;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::crd::IngestPipeline;
@@ -49,6 +53,8 @@ pub struct BuildInputs {
     pub secret_version: Option<String>,
     /// Which keys the Secret holds (decides the file the worker reads its password from).
     pub secret_layout: SecretLayout,
+    /// The operator's NetworkPolicy default and namespace.
+    pub network: NetworkInputs,
 }
 
 /// The two layouts of the credentials Secret.
@@ -72,6 +78,8 @@ pub struct Children {
     pub worker: StatefulSet,
     /// None when spec.worker.disruptionBudget.enabled is false.
     pub disruption_budget: Option<PodDisruptionBudget>,
+    /// Empty when NetworkPolicies are off.
+    pub network_policies: Vec<NetworkPolicy>,
     pub config_hash: String,
 }
 
@@ -88,6 +96,7 @@ pub fn build(ipl: &IngestPipeline, inputs: &BuildInputs) -> Children {
         generator: generator(ipl, &config_hash),
         worker: worker(ipl, &config_hash, inputs),
         disruption_budget: disruption_budget(ipl),
+        network_policies: network_policies(ipl, &inputs.network),
         config_hash,
     }
 }

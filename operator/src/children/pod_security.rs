@@ -176,6 +176,7 @@ mod tests {
             BuildInputs {
                 secret_layout: SecretLayout::Keys,
                 secret_version: Some("7".into()),
+                ..Default::default()
             },
         ));
         for (what, ipl, inputs) in variants {

@@ -13,7 +13,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_core::config::{GeneratorConfig, SslMode, TableNames, WorkerConfig};
 
+mod network;
 mod pods;
+pub use network::NetworkPolicySpec;
 pub use pods::{DisruptionBudgetSpec, PodMetadata, PodTemplate};
 
 /// Field manager used for server-side apply of children and status.
@@ -111,6 +113,10 @@ pub struct IngestPipelineSpec {
     /// override it field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplate>,
+    /// NetworkPolicies for the pods (metrics scrapes in; PostgreSQL and DNS out for the
+    /// workers, nothing out for the generator).
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// Scale the generator and the workers to zero, keeping volumes and configuration.
     /// Files landed meanwhile are loaded after resuming.
     #[serde(default)]
