@@ -182,14 +182,23 @@ pub struct ClaimResult {
 /// worker already does (restart under the same id), or if its holder has not renewed it
 /// for `timeout_secs` (taken over). Whether a claimed file is new is decided by the
 /// caller from the ledger, by content.
+///
+/// The claim commits asynchronously (`synchronous_commit = off`): it skips the WAL flush
+/// that would otherwise sit on every file's path to the table. Claims only keep workers
+/// from parsing the same file twice; exactly-once rests on the ledger insert of the
+/// batch's own (synchronous) commit. A claim a PostgreSQL crash loses lets another worker
+/// take the file too, and the ledger lets only one of them load it.
 pub async fn claim(
-    client: &Client,
+    client: &mut Client,
     pipeline: &str,
     worker_id: &str,
     names: &[String],
     timeout_secs: u64,
 ) -> Result<ClaimResult, tokio_postgres::Error> {
-    let rows = client
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
+    let rows = tx
         .query(
             "WITH cand AS (
                  SELECT c.file_name, c.ord FROM unnest($2::text[]) WITH ORDINALITY AS c(file_name, ord)
@@ -211,6 +220,7 @@ pub async fn claim(
             &[&pipeline, &names, &worker_id, &(timeout_secs as f64)],
         )
         .await?;
+    tx.commit().await?;
     let mut result = ClaimResult::default();
     for row in rows {
         let name: String = row.get(0);

@@ -147,7 +147,7 @@ impl Metrics {
             checkpoint_write: Histogram::with_opts(
                 HistogramOpts::new(
                     "sluice_worker_checkpoint_write_duration_seconds",
-                    "Durable (fsync'd) writes to the checkpoint volume.",
+                    "Writes to the checkpoint volume: batch plans (not fsync'd) and state.json (fsync'd).",
                 )
                 .buckets(secs),
             )?,
