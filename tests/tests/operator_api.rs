@@ -1797,3 +1797,173 @@ async fn network_policies_follow_the_spec() -> Result<()> {
     wait_gone(api, &children::generator_name(NAME), CONVERGE).await?;
     op.shutdown().await
 }
+
+/// The node the mismatch test binds its worker pod to (an object only: no kubelet).
+const TEST_NODE: &str = "sluice-test-node";
+
+/// This machine's address on its outbound interface (no packet is sent), or None.
+/// Endpoints refuse loopback addresses, so a worker played by a local process must be
+/// reached on a real interface.
+fn outbound_ipv4() -> Option<std::net::Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    match socket.local_addr().ok()?.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_loopback() && !ip.is_unspecified() => Some(ip),
+        _ => None,
+    }
+}
+
+/// A table that does not fit `spec.schema`, end to end: a real worker process (this
+/// test plays the kubelet: the pod's IP is this machine's, where the worker listens on
+/// the metrics port) refuses the table, reports `schema_mismatch`, and the operator,
+/// scraping it through the Service's Endpoints, sets Degraded with reason SchemaMismatch.
+/// Fixing the table clears it.
+#[tokio::test]
+async fn a_table_mismatch_found_by_a_worker_is_the_degraded_reason() -> Result<()> {
+    let Some(ip) = outbound_ipv4() else {
+        eprintln!("skipped: no non-loopback IPv4 address to give the worker pod");
+        return Ok(());
+    };
+    let Ok(listener) = std::net::TcpListener::bind((ip, 9100)) else {
+        eprintln!("skipped: port 9100 (the pods' metrics port) is taken on {ip}");
+        return Ok(());
+    };
+    drop(listener);
+    let Some(op) = Operator::start("op-mismatch").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    let schema = json!({
+        "table": "Sensor Readings",
+        "columns": [
+            {"name": "reading_id", "type": "uuid"},
+            {"name": "celsius", "type": "numeric", "precision": 5, "scale": 1}
+        ]
+    });
+    op.create_pipeline(&pipeline(json!({
+        "generator": { "enabled": false },
+        "worker": { "replicas": 1 },
+        "schema": schema
+    })))
+    .await?;
+    op.wait_children().await?;
+
+    let cluster = sluice_testkit::pg::shared().await;
+    let db = cluster.create_database().await?;
+    let client = db.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE \"Sensor Readings\" (reading_id uuid NOT NULL, celsius integer NOT NULL)",
+        )
+        .await?;
+    let root = tempfile::tempdir()?;
+    let config = root.path().join("pipeline.json");
+    std::fs::write(&config, json!({ "schema": schema }).to_string())?;
+    let spec = sluice_testkit::procs::WorkerSpec::in_root(
+        root.path(),
+        "shop-worker-0",
+        db.url(),
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--metrics-addr",
+            &format!("{ip}:9100"),
+        ],
+    );
+    let log = spec.log.clone();
+    let mut worker = sluice_testkit::procs::WorkerProc::spawn(spec)?;
+
+    wait_pods(&op, "worker", 1).await?;
+    // Play the scheduler too: an address in Endpoints names its pod's node (an unbound
+    // pod's empty node name fails Endpoints validation), and the pod garbage collector
+    // deletes pods bound to nodes that do not exist.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(op.client.clone());
+    if nodes.get_opt(TEST_NODE).await?.is_none() {
+        let node = serde_json::from_value(json!({ "metadata": { "name": TEST_NODE } }))?;
+        nodes.create(&PostParams::default(), &node).await?;
+    }
+    let binding = json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": { "name": "shop-worker-0" },
+        "target": { "apiVersion": "v1", "kind": "Node", "name": TEST_NODE }
+    });
+    op.api::<Pod>()
+        .create_subresource::<Value, Value>(
+            "binding",
+            "shop-worker-0",
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .context("binding the worker pod to the test node")?;
+    op.make_pod_ready("shop-worker-0").await?;
+    let status =
+        json!({ "status": { "podIP": ip.to_string(), "podIPs": [{ "ip": ip.to_string() }] } });
+    op.api::<Pod>()
+        .patch_status(
+            "shop-worker-0",
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .context("giving the worker pod this machine's IP")?;
+    // The endpoints controller lists the pod under the worker Service.
+    let endpoints = op.api::<k8s_openapi::api::core::v1::Endpoints>();
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let ep = endpoints.get_opt("shop-worker").await?;
+        let listed = ep.as_ref().is_some_and(|ep| {
+            ep.subsets.iter().flatten().any(|s| {
+                s.addresses
+                    .iter()
+                    .chain(s.not_ready_addresses.iter())
+                    .flatten()
+                    .any(|a| a.ip == ip.to_string())
+            })
+        });
+        if listed {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let pod = op.api::<Pod>().get("shop-worker-0").await?;
+            bail!(
+                "the worker pod never appeared in Endpoints shop-worker: {}\npod status: {}",
+                serde_json::to_string(&ep.map(|e| e.subsets))?,
+                serde_json::to_string(&pod.status)?
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let ipl = op
+        .wait_status("Degraded SchemaMismatch", Duration::from_secs(90), |ipl| {
+            cond_is(ipl, "Degraded", "True", "SchemaMismatch")
+        })
+        .await
+        .with_context(|| sluice_testkit::procs::tail(&log, 30))?;
+    let message = condition(&ipl, "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("schema_mismatch") && message.contains("spec.schema"),
+        "{message}"
+    );
+    let worker_log = std::fs::read_to_string(&log)?;
+    assert!(
+        worker_log.contains("celsius"),
+        "the worker's log names the column:\n{worker_log}"
+    );
+
+    // The fix: the column gets the declared type; the worker retries and the condition clears.
+    client
+        .batch_execute("ALTER TABLE \"Sensor Readings\" ALTER COLUMN celsius TYPE numeric(5,1)")
+        .await?;
+    op.wait_status("Degraded cleared", Duration::from_secs(120), |ipl| {
+        cond_is(ipl, "Degraded", "False", "AsExpected")
+    })
+    .await
+    .with_context(|| sluice_testkit::procs::tail(&log, 30))?;
+    worker.check_alive()?;
+    op.shutdown().await
+}
