@@ -84,12 +84,6 @@ pub fn print_cleaned(
             None => println!("    {name:<28} {:>8}", thousands(n as i64)),
         }
     }
-    if cleaned
-        .iter()
-        .any(|((_, rule), n)| rule == "empty_to_null" && *n > 0)
-    {
-        println!("    (empty_to_null also counts fields left out or null in NDJSON)");
-    }
 }
 
 /// `1234567` → `1,234,567`.

@@ -22,6 +22,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use sluice_core::event::HEADER_FIELDS;
 use sluice_core::reject::RejectReason;
+use sluice_core::schema::CleanRule;
 
 use super::out::RowOut;
 use super::row;
@@ -300,8 +301,14 @@ impl<'de> Visitor<'de> for Slots<'_, 'de> {
 /// Turns one JSON line into a CSV record of the columns' fields in `out`; returns
 /// whether it is quoted. When no value can hold a comma the fields are written as they
 /// are (split without unquoting, the fast path); otherwise every field is quoted, so
-/// [`FieldBuf::split`] with unquoting gives the exact values.
-fn to_record(line: &[u8], names: &[String], out: &mut Vec<u8>) -> Result<bool, String> {
+/// [`FieldBuf::split`] with unquoting gives the exact values. `absent[i]` tells whether
+/// field i was `null` or missing (an empty field either way, but not an empty string).
+fn to_record(
+    line: &[u8],
+    names: &[String],
+    out: &mut Vec<u8>,
+    absent: &mut Vec<bool>,
+) -> Result<bool, String> {
     let mut exact: Vec<Option<&RawValue>> = vec![None; names.len()];
     let mut folded: Vec<Option<&RawValue>> = vec![None; names.len()];
     let mut de = serde_json::Deserializer::from_slice(line);
@@ -319,6 +326,8 @@ fn to_record(line: &[u8], names: &[String], out: &mut Vec<u8>) -> Result<bool, S
         .flatten()
         .any(|v| v.get().bytes().any(|b| b == b',' || b == b'\\'));
     out.clear();
+    absent.clear();
+    absent.extend(values().map(|v| v.is_none_or(|raw| raw.get().starts_with('n'))));
     for (i, raw) in values().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -376,6 +385,7 @@ pub(super) fn parse_part(
         .saturating_add(super::COPY_ROW_SLACK);
     let mut fields = FieldBuf::default();
     let mut record = Vec::new();
+    let mut absent = Vec::new();
     let mut copy = Vec::with_capacity(reserve);
     let mut part = PartSummary::default();
     let mut reject_bytes = 0u64;
@@ -398,12 +408,13 @@ pub(super) fn parse_part(
                 seen_row = true;
                 let row_start = copy.len();
                 let checked = row::check_text(bytes).and_then(|()| {
-                    let quoted = to_record(bytes, &names, &mut record).map_err(|problem| {
-                        (
-                            RejectReason::BadJson,
-                            format!("the line is not one JSON object: {problem}"),
-                        )
-                    })?;
+                    let quoted =
+                        to_record(bytes, &names, &mut record, &mut absent).map_err(|problem| {
+                            (
+                                RejectReason::BadJson,
+                                format!("the line is not one JSON object: {problem}"),
+                            )
+                        })?;
                     let fields = fields.split(&record, quoted);
                     match declared {
                         None => row::check_row(&fields, &record, rules, future_limit, &mut copy)
@@ -417,7 +428,16 @@ pub(super) fn parse_part(
                                 RowOut::start(&mut copy, rules.copy_format, schema.width()),
                                 &mut row_cleaning,
                             )
-                            .map(|()| part.cleaned.add_declared_row(schema, &row_cleaning)),
+                            .map(|()| {
+                                // A null or missing key is no value to clean: only an
+                                // empty string mapped to NULL counts as cleaned.
+                                row_cleaning.retain(|(column, rule)| {
+                                    *rule != CleanRule::EmptyToNull
+                                        || layout.field_of_column[*column]
+                                            .is_some_and(|f| absent.get(f) != Some(&true))
+                                });
+                                part.cleaned.add_declared_row(schema, &row_cleaning)
+                            }),
                     }
                 });
                 match checked {
@@ -642,6 +662,46 @@ mod tests {
         assert_eq!(copy, whole.copy_rows);
         assert_eq!(rejects, whole.rejects.len());
         assert_eq!(start.offset, text.len() as u64);
+    }
+
+    #[test]
+    fn only_an_empty_string_counts_as_cleaned_to_null() {
+        use sluice_core::schema::{CleanRule, ColumnSpec, MatchBy, TableSchema, TypeName};
+        let schema = TableSchema {
+            table: "t".into(),
+            match_by: MatchBy::Header,
+            key: None,
+            columns: vec![
+                ColumnSpec::new("id", TypeName::Bigint),
+                ColumnSpec {
+                    nullable: true,
+                    clean: vec![CleanRule::EmptyToNull],
+                    ..ColumnSpec::new("note", TypeName::Text)
+                },
+            ],
+        };
+        let compiled = general::CompiledSchema::new(schema).expect("schema");
+        let rules = Rules {
+            schema: Some(crate::validate::DeclaredRules {
+                compiled: std::sync::Arc::new(compiled),
+                layout: None,
+            }),
+            ..rules()
+        };
+        let text = concat!(
+            r#"{"id":1,"note":""}"#,
+            "\n",
+            r#"{"id":2,"note":null}"#,
+            "\n",
+            r#"{"id":3}"#,
+            "\n",
+            r#"{"id":4,"note":"x"}"#,
+            "\n",
+        );
+        let parsed = parse_file_as(Format::Ndjson, text.as_bytes(), &rules).expect("parse");
+        assert_eq!(parsed.valid_rows, 4, "{:?}", parsed.rejects);
+        let counted: Vec<_> = parsed.cleaned.iter().collect();
+        assert_eq!(counted, vec![("note", "empty_to_null", 1)]);
     }
 
     #[test]
