@@ -267,3 +267,64 @@ async fn readiness_follows_the_database_and_sigterm_is_clean() {
         .expect("exits on SIGTERM");
     assert!(status.success(), "clean exit, got {status}");
 }
+
+/// The worker's row and file counters (which the operator sums into the pipeline's
+/// status) start from its totals in the ledger: a restart under the same id does not
+/// make them drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_continue_from_the_ledger_after_a_restart() {
+    use sluice_testkit::procs::{free_local_addr, http_get, metric_value};
+    let cluster = pg::shared().await;
+    let db = cluster.create_database().await.expect("database");
+    let client = db.connect().await.expect("connect");
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = Dataset::generate(root.path(), 4, 300, 0.05, 17).expect("dataset");
+    let metrics = free_local_addr();
+    let addr = metrics.to_string();
+    let spec = WorkerSpec::in_root(root.path(), "w-0", db.url(), &["--metrics-addr", &addr]);
+    let landing = spec.landing.clone();
+    let log = spec.log.clone();
+    let mut w = WorkerProc::spawn(spec).expect("worker");
+    data.release(&landing, 0..4).expect("release");
+    wait_settled(&client, &landing, 4, Duration::from_secs(60), || {
+        w.check_alive()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    let ledger = client
+        .query_one(
+            "SELECT sum(rows_loaded)::int8, sum(rows_rejected)::int8 FROM sluice_batches WHERE worker_id = 'w-0'",
+            &[],
+        )
+        .await
+        .expect("ledger");
+    let (loaded, rejected): (i64, i64) = (ledger.get(0), ledger.get(1));
+    assert!(loaded > 1_000 && rejected > 10, "{loaded} {rejected}");
+
+    let counters = |text: &str| {
+        (
+            metric_value(text, "sluice_worker_rows_total{outcome=\"loaded\"}"),
+            metric_value(text, "sluice_worker_rows_total{outcome=\"rejected\"}"),
+            metric_value(text, "sluice_worker_files_total{outcome=\"loaded\"}"),
+        )
+    };
+    let expected = (Some(loaded as f64), Some(rejected as f64), Some(4.0));
+    let (_, before) = http_get(metrics, "/metrics").expect("metrics");
+    assert_eq!(counters(&before), expected, "before the restart");
+
+    w.crash_and_restart().expect("restart");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, text)) = http_get(metrics, "/metrics")
+            && counters(&text) == expected
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counters did not continue from the ledger after the restart\n{}",
+            tail(&log, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -169,6 +169,55 @@ pub async fn known_contents(
     ))
 }
 
+/// What the ledger records as done by one worker of a pipeline (every run of it).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WorkerTotals {
+    pub rows_loaded: u64,
+    pub rows_rejected: u64,
+    pub rows_deduplicated: u64,
+    /// Files by ledger outcome (loaded, failed, redelivered, partial).
+    pub files: Vec<(String, u64)>,
+}
+
+/// This worker's totals in the ledger, from which its counters start so that they do
+/// not drop when it restarts under the same id (a StatefulSet ordinal).
+pub async fn worker_totals(
+    client: &Client,
+    pipeline: &str,
+    worker_id: &str,
+) -> Result<WorkerTotals, tokio_postgres::Error> {
+    let rows = client
+        .query_one(
+            "SELECT coalesce(sum(rows_loaded), 0)::int8, coalesce(sum(rows_rejected), 0)::int8,
+                    coalesce(sum(rows_deduplicated), 0)::int8
+             FROM sluice_batches WHERE pipeline = $1 AND worker_id = $2",
+            &[&pipeline, &worker_id],
+        )
+        .await?;
+    let files = client
+        .query(
+            "SELECT outcome, count(*) FROM sluice_files
+             WHERE pipeline = $1 AND worker_id = $2 GROUP BY outcome ORDER BY outcome",
+            &[&pipeline, &worker_id],
+        )
+        .await?;
+    let count = |i: usize| u64::try_from(rows.get::<_, i64>(i)).unwrap_or(0);
+    Ok(WorkerTotals {
+        rows_loaded: count(0),
+        rows_rejected: count(1),
+        rows_deduplicated: count(2),
+        files: files
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+                )
+            })
+            .collect(),
+    })
+}
+
 /// The answer to a claim.
 #[derive(Debug, Default)]
 pub struct ClaimResult {

@@ -163,6 +163,7 @@ pub async fn run(
         retry_in = (retry_in * 2).min(Duration::from_secs(10));
     }
 
+    seed_counters(&shared, control.get().await).await;
     let mut committer = Committer::new(&shared, checkpoint);
     let mut planner = Planner::new(&shared, control);
     recovery::check_restore(&shared, &mut committer).await;
@@ -286,5 +287,39 @@ async fn watch_liveness(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>
         }
         live = stuck.is_none();
         shared.health.set_live(live);
+    }
+}
+
+/// Starts the row and file counters at this worker's totals in the ledger, so that the
+/// figures built on them (the pipeline's status, dashboards) do not drop when the worker
+/// restarts. A failed read leaves them at zero, as before (logged).
+async fn seed_counters(shared: &Shared, client: &tokio_postgres::Client) {
+    let s = &shared.settings;
+    match crate::ledger::worker_totals(client, &s.pipeline, &s.worker_id).await {
+        Ok(t) => {
+            let m = &shared.metrics;
+            m.rows.with_label_values(&["loaded"]).inc_by(t.rows_loaded);
+            m.rows
+                .with_label_values(&["rejected"])
+                .inc_by(t.rows_rejected);
+            m.rows
+                .with_label_values(&["deduplicated"])
+                .inc_by(t.rows_deduplicated);
+            for (outcome, n) in &t.files {
+                if matches!(outcome.as_str(), "loaded" | "failed" | "redelivered") {
+                    m.files.with_label_values(&[outcome]).inc_by(*n);
+                }
+            }
+            if t.rows_loaded + t.rows_rejected > 0 {
+                tracing::info!(
+                    rows_loaded = t.rows_loaded,
+                    rows_rejected = t.rows_rejected,
+                    "counters continue from this worker's totals in the ledger"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read this worker's totals from the ledger; its counters start at zero")
+        }
     }
 }
