@@ -14,6 +14,7 @@ pub mod pdb;
 pub mod plugin;
 pub mod reconcile;
 pub mod status;
+pub mod tls;
 pub mod validate;
 
 use std::sync::Arc;

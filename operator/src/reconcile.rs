@@ -205,7 +205,7 @@ pub fn check_secret(
             version,
         );
     }
-    if ipl.spec.postgres.sslmode == SslMode::VerifyFull && !has("ca.crt") {
+    if ipl.spec.postgres.sslmode == Some(SslMode::VerifyFull) && !has(crate::tls::CA_KEY) {
         return (
             Some(Problem::new(
                 "SecretIncomplete",
@@ -513,14 +513,16 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
         })?;
     let (secret_problem, secret_version) = check_secret(secret.as_ref(), ipl, &ns);
 
-    let mut built = children::build(
-        ipl,
-        &BuildInputs {
-            secret_version,
-            secret_layout: secret_layout(secret.as_ref()),
-            network: ctx.settings.network.clone(),
-        },
-    );
+    let inputs = BuildInputs {
+        secret_version,
+        secret_layout: secret_layout(secret.as_ref()),
+        network: ctx.settings.network.clone(),
+        secret_has_ca: secret
+            .as_ref()
+            .is_some_and(|s| secret_has(s, crate::tls::CA_KEY)),
+    };
+    obs.note = crate::tls::weak_tls_note(inputs.sslmode(ipl));
+    let mut built = children::build(ipl, &inputs);
     if keep_claim_templates(&mut built.worker, existing_sts.as_ref()) {
         publish(
             ctx,
@@ -677,7 +679,7 @@ mod tests {
         let (p, _) = check_secret(Some(&secret(&["password"])), &sample(), "data");
         assert_eq!(p.expect("incomplete").reason, "SecretIncomplete");
         let mut ipl = sample();
-        ipl.spec.postgres.sslmode = SslMode::VerifyFull;
+        ipl.spec.postgres.sslmode = Some(SslMode::VerifyFull);
         let (p, _) = check_secret(Some(&secret(&["uri"])), &ipl, "data");
         assert!(p.expect("ca").message.contains("ca.crt"));
         let (p, _) = check_secret(Some(&secret(&["uri", "ca.crt"])), &ipl, "data");

@@ -105,6 +105,9 @@ pub struct Observed {
     pub figures: Option<Figures>,
     /// Label selector of the worker pods (status.selector, for the scale subresource).
     pub selector: Option<String>,
+    /// A caution that does not make the pipeline unready (e.g. unencrypted TLS), added
+    /// to the Ready condition's message.
+    pub note: Option<String>,
 }
 
 /// Computes the new status from the previous one and what was observed.
@@ -167,6 +170,14 @@ pub fn compute(
             "AllReady",
             format!("{} of {} workers ready{gen_note}", w.ready, w.desired),
         )
+    };
+
+    let ready = match &obs.note {
+        Some(note) => Condition {
+            message: format!("{}; {note}", ready.message),
+            ..ready
+        },
+        None => ready,
     };
 
     let progressing = if invalid {
@@ -400,6 +411,21 @@ mod tests {
         assert!(s.generator_ready);
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.conditions.len(), 4);
+    }
+
+    #[test]
+    fn a_note_is_told_in_the_ready_message_without_changing_readiness() {
+        let mut obs = running(2);
+        obs.note = Some("sslmode disable: not encrypted".into());
+        let s = compute(None, &obs, t(0));
+        let ready = status_of(&s, READY);
+        assert_eq!(ready.status, "True");
+        assert_eq!(ready.reason, "AllReady");
+        assert_eq!(
+            ready.message,
+            "2 of 2 workers ready, generator ready; sslmode disable: not encrypted"
+        );
+        assert_eq!(status_of(&s, DEGRADED).status, "False");
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub fn validate(ipl: &IngestPipeline) -> Result<(), String> {
     }
     // Everything the pods check at start (source dialect, postgres.schema, the schema
     // against the tables and dedupe), so a bad resource is refused here, not in a pod.
-    crate::children::pipeline_config(ipl)
+    crate::children::pipeline_config(ipl, sluice_core::config::SslMode::Require)
         .validate_for_worker()
         .map_err(|e| field_error("spec", &e))?;
     if !(1..=64).contains(&spec.worker.replicas) {

@@ -1065,8 +1065,48 @@ fn example_postgres() -> Result<(Service, StatefulSet)> {
     ))
 }
 
+/// TLS for the example PostgreSQL, as `scripts/example-certs` makes it: Secret
+/// `sluice-postgres-tls` for the server, and ca.crt for the credentials Secret (the
+/// pipeline then runs with sslmode verify-full, the default with a CA).
+async fn example_certs(ns: &str) -> Result<(Secret, String)> {
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let script = repo_root().join("scripts/example-certs");
+    let out = Command::new(&script)
+        .arg("--out")
+        .arg(dir.path())
+        .args(["-n", ns])
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    ensure!(
+        out.status.success(),
+        "scripts/example-certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.path().join(f)).with_context(|| format!("reading {f}"))
+    };
+    let ca = read("ca.crt")?;
+    let tls: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "sluice-postgres-tls" },
+        "type": "kubernetes.io/tls",
+        "stringData": { "ca.crt": ca, "tls.crt": read("tls.crt")?, "tls.key": read("tls.key")? },
+    }))?;
+    Ok((tls, ca))
+}
+
 async fn deploy_postgres(cluster: &mut Cluster, log: &StepLog) -> Result<()> {
-    let secret: Secret = read_yaml("postgres-credentials.yaml")?;
+    let mut secret: Secret = read_yaml("postgres-credentials.yaml")?;
+    let (tls, ca) = example_certs(&cluster.ns).await?;
+    secret
+        .string_data
+        .get_or_insert_default()
+        .insert("ca.crt".into(), ca);
+    cluster
+        .api::<Secret>()
+        .create(&PostParams::default(), &tls)
+        .await
+        .context("creating the PostgreSQL TLS Secret")?;
     let data = secret
         .string_data
         .clone()

@@ -674,7 +674,8 @@ async fn example_pipeline_creates_all_children() -> Result<()> {
     assert_eq!(cfg["worker"]["archiveRetentionHours"], json!(24), "{cfg}");
     assert_eq!(cfg["generator"]["eventsPerSecond"], json!(2000), "{cfg}");
     assert_eq!(cfg["generator"]["seed"], json!(42), "{cfg}");
-    assert_eq!(cfg["sslmode"], json!("disable"), "{cfg}");
+    // sslmode unset and no ca.crt in the example Secret: TLS without verification.
+    assert_eq!(cfg["sslmode"], json!("require"), "{cfg}");
     let hash = children::sha256_hex(text.as_bytes());
 
     // The landing claim is labelled but not owned: it outlives the pipeline
@@ -989,6 +990,113 @@ async fn missing_secret_is_degraded_until_created() -> Result<()> {
         ensure!(Instant::now() < deadline, "no Recovered Event");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    op.shutdown().await
+}
+
+/// The pipeline's config in its ConfigMap, parsed.
+async fn current_config(op: &Operator) -> Result<Value> {
+    let cm = op
+        .api::<ConfigMap>()
+        .get(&children::config_map_name(NAME))
+        .await
+        .context("reading the ConfigMap")?;
+    Ok(config_json(&cm)?.1)
+}
+
+/// TLS by default: an unset sslmode is require without ca.crt in the Secret and
+/// verify-full (with PGSSLROOTCERT) once the Secret holds it; an explicit disable is
+/// kept and said in the Ready condition's message.
+#[tokio::test]
+async fn the_default_sslmode_follows_the_secrets_ca() -> Result<()> {
+    let Some(op) = Operator::start("op-tls").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({}))).await?;
+    op.wait_children().await?;
+    let cm_api = op.api::<ConfigMap>();
+    let cm = children::config_map_name(NAME);
+    let sslmode_is = |mode: &'static str| {
+        move |c: &ConfigMap| config_json(c).is_ok_and(|(_, cfg)| cfg["sslmode"] == json!(mode))
+    };
+    wait_for(
+        &cm_api,
+        &cm,
+        "sslmode require",
+        CONVERGE,
+        sslmode_is("require"),
+    )
+    .await?;
+    let root_cert = |sts: &StatefulSet| {
+        sts.spec.template.spec.as_ref().and_then(|p| {
+            p.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == "PGSSLROOTCERT")
+                .and_then(|e| e.value.clone())
+        })
+    };
+    let sts = op
+        .api::<StatefulSet>()
+        .get(&children::worker_name(NAME))
+        .await?;
+    assert_eq!(root_cert(&sts), None);
+    let ipl = op
+        .wait_status("a status", CONVERGE, |ipl| {
+            condition(ipl, "Ready").is_some()
+        })
+        .await?;
+    let ready = condition(&ipl, "Ready").expect("Ready");
+    assert!(!ready.message.contains("sslmode"), "{}", ready.message);
+
+    // Secrets are not watched: the CA is seen at the next check (every 10 s).
+    op.api::<Secret>()
+        .patch(
+            SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "stringData": { "ca.crt": "-----BEGIN CERTIFICATE-----\n" } })),
+        )
+        .await
+        .context("adding ca.crt")?;
+    wait_for(
+        &cm_api,
+        &cm,
+        "sslmode verify-full",
+        CONVERGE,
+        sslmode_is("verify-full"),
+    )
+    .await?;
+    wait_for(
+        &op.api::<StatefulSet>(),
+        &children::worker_name(NAME),
+        "PGSSLROOTCERT on the workers",
+        CONVERGE,
+        |sts| root_cert(sts).as_deref() == Some("/etc/sluice-postgres/ca.crt"),
+    )
+    .await?;
+
+    op.patch_spec(json!({ "postgres": { "sslmode": "disable" } }))
+        .await?;
+    wait_for(
+        &cm_api,
+        &cm,
+        "sslmode disable",
+        CONVERGE,
+        sslmode_is("disable"),
+    )
+    .await?;
+    let ipl = op
+        .wait_status("Ready message about sslmode disable", CONVERGE, |ipl| {
+            condition(ipl, "Ready").is_some_and(|c| c.message.contains("sslmode disable"))
+        })
+        .await?;
+    assert!(
+        cond_is(&ipl, "Degraded", "False", "AsExpected"),
+        "a weak sslmode is not a problem: {:?}",
+        ipl.status
+    );
+    assert_eq!(current_config(&op).await?["sslmode"], json!("disable"));
     op.shutdown().await
 }
 
@@ -1376,7 +1484,8 @@ async fn invalid_resources_are_rejected_by_the_schema() -> Result<()> {
     assert_eq!(spec["worker"]["batch"]["maxFiles"], json!(256), "{spec}");
     assert_eq!(spec["worker"]["afterCommit"], json!("archive"), "{spec}");
     assert_eq!(spec["generator"]["enabled"], json!(true), "{spec}");
-    assert_eq!(spec["postgres"]["sslmode"], json!("prefer"), "{spec}");
+    // No default: unset means verify-full or require, after the Secret's ca.crt.
+    assert_eq!(spec["postgres"].get("sslmode"), None, "{spec}");
     assert_eq!(
         spec["landingZone"]["accessMode"],
         json!("ReadWriteMany"),

@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
-use sluice_core::config::PipelineConfig;
+use sluice_core::config::{PipelineConfig, SslMode};
 
 use super::*;
 use crate::crd::IngestPipeline;
@@ -16,8 +16,9 @@ pub const CONFIG_DIR: &str = "/etc/sluice";
 /// changes the template, so the pods roll.
 pub const CONFIG_HASH_ANNOTATION: &str = "sluice.dev/config-hash";
 
-/// The config the pods read (`--config`), from the resource's spec.
-pub fn pipeline_config(ipl: &IngestPipeline) -> PipelineConfig {
+/// The config the pods read (`--config`), from the resource's spec and the sslmode in
+/// effect ([`BuildInputs::sslmode`]).
+pub fn pipeline_config(ipl: &IngestPipeline, sslmode: SslMode) -> PipelineConfig {
     PipelineConfig {
         // Pipelines sharing one database keep their ledgers apart by this id.
         pipeline: format!(
@@ -28,7 +29,7 @@ pub fn pipeline_config(ipl: &IngestPipeline) -> PipelineConfig {
         generator: ipl.spec.generator.config.clone(),
         worker: ipl.spec.worker.config.clone(),
         tables: ipl.spec.postgres.tables.clone(),
-        sslmode: ipl.spec.postgres.sslmode,
+        sslmode,
         source: ipl.spec.source.clone(),
         postgres_schema: ipl.spec.postgres.schema.clone(),
         schema: ipl.spec.schema.clone(),
@@ -62,14 +63,13 @@ pub fn config_map(ipl: &IngestPipeline, json: String) -> ConfigMap {
 mod tests {
     use super::*;
     use crate::fixtures::*;
-    use sluice_core::config::SslMode;
     #[test]
     fn config_map_holds_the_config_and_hash_follows_it() {
         let ipl = sample();
         let a = build(&ipl, &BuildInputs::default());
         let json = &a.config_map.data.as_ref().expect("data")[CONFIG_FILE];
         let parsed: PipelineConfig = serde_json::from_str(json).expect("pods can parse it");
-        assert_eq!(parsed, pipeline_config(&ipl));
+        assert_eq!(parsed, pipeline_config(&ipl, SslMode::Require));
         assert_eq!(a.config_hash, sha256_hex(json.as_bytes()));
         assert_eq!(
             template_annotation(&a, CONFIG_HASH_ANNOTATION),
@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(gen_hash.as_deref(), Some(b.config_hash.as_str()));
 
         let mut ssl = ipl.clone();
-        ssl.spec.postgres.sslmode = SslMode::Require;
+        ssl.spec.postgres.sslmode = Some(SslMode::Disable);
         assert_ne!(
             build(&ssl, &BuildInputs::default()).config_hash,
             a.config_hash

@@ -55,6 +55,15 @@ pub struct BuildInputs {
     pub secret_layout: SecretLayout,
     /// The operator's NetworkPolicy default and namespace.
     pub network: NetworkInputs,
+    /// Whether the Secret holds `ca.crt` (an unset sslmode then means verify-full).
+    pub secret_has_ca: bool,
+}
+
+impl BuildInputs {
+    /// The sslmode the workers use (see [`crate::tls::effective_sslmode`]).
+    pub fn sslmode(&self, ipl: &IngestPipeline) -> sluice_core::config::SslMode {
+        crate::tls::effective_sslmode(ipl.spec.postgres.sslmode, self.secret_has_ca)
+    }
 }
 
 /// The two layouts of the credentials Secret.
@@ -85,7 +94,7 @@ pub struct Children {
 
 /// Builds every child. Pure: no API calls.
 pub fn build(ipl: &IngestPipeline, inputs: &BuildInputs) -> Children {
-    let cfg = pipeline_config(ipl);
+    let cfg = pipeline_config(ipl, inputs.sslmode(ipl));
     let json = config_json(&cfg);
     let config_hash = sha256_hex(json.as_bytes());
     Children {

@@ -168,7 +168,7 @@ mod tests {
             BuildInputs::default(),
         ));
         let mut tls = base.clone();
-        tls.spec.postgres.sslmode = SslMode::VerifyFull;
+        tls.spec.postgres.sslmode = Some(SslMode::VerifyFull);
         tls.spec.landing_zone.existing_claim = Some("shared".into());
         variants.push((
             "verify-full, separate keys, existing claim",

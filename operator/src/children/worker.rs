@@ -40,7 +40,7 @@ pub fn worker_args() -> Vec<String> {
 /// What holds a password is read from the Secret mounted as files ([`PG_CA_DIR`]), never
 /// passed in an environment variable: `uri` → DATABASE_URL_FILE, or, for the separate
 /// keys, host/port/dbname/user as PG* variables and `password` → PGPASSWORD_FILE.
-pub fn worker_env(ipl: &IngestPipeline, layout: SecretLayout) -> Vec<EnvVar> {
+pub fn worker_env(ipl: &IngestPipeline, layout: SecretLayout, sslmode: SslMode) -> Vec<EnvVar> {
     let secret = ipl.spec.postgres.secret_ref.name.as_str();
     let mut env = vec![EnvVar {
         name: "SLUICE_WORKER_ID".into(),
@@ -63,7 +63,7 @@ pub fn worker_env(ipl: &IngestPipeline, layout: SecretLayout) -> Vec<EnvVar> {
             env_value("PGPASSWORD_FILE", &format!("{PG_CA_DIR}/password")),
         ]),
     }
-    if ipl.spec.postgres.sslmode == SslMode::VerifyFull {
+    if sslmode == SslMode::VerifyFull {
         env.push(env_value("PGSSLROOTCERT", &format!("{PG_CA_DIR}/ca.crt")));
     }
     env
@@ -100,7 +100,7 @@ pub fn worker(ipl: &IngestPipeline, config_hash: &str, inputs: &BuildInputs) -> 
         image: Some(spec.images.worker.clone()),
         image_pull_policy: Some(spec.images.pull_policy.as_str().into()),
         args: Some(worker_args()),
-        env: Some(worker_env(ipl, inputs.secret_layout)),
+        env: Some(worker_env(ipl, inputs.secret_layout, inputs.sslmode(ipl))),
         ports: Some(vec![metrics_port(WORKER_METRICS_PORT)]),
         liveness_probe: Some(http_probe("/healthz", 10, 6, 5)),
         readiness_probe: Some(http_probe("/readyz", 5, 3, 2)),
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn verify_full_mounts_the_ca() {
         let mut ipl = sample();
-        ipl.spec.postgres.sslmode = SslMode::VerifyFull;
+        ipl.spec.postgres.sslmode = Some(SslMode::VerifyFull);
         let c = build(&ipl, &BuildInputs::default());
         let pod = pod_spec_of_worker(&c);
         let env = pod.containers[0].env.as_ref().expect("env");

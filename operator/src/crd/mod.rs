@@ -281,13 +281,16 @@ pub struct SecretRef {
 pub struct PostgresSpec {
     /// Secret with the connection: either key `uri` (postgres://user:password@host:port/db)
     /// or keys `host`, `port`, `dbname`, `user`, `password` (the layout CloudNativePG's
-    /// app secrets use). With sslmode verify-full it must also hold `ca.crt`.
+    /// app secrets use). Key `ca.crt` (the server's CA certificate, PEM) turns on
+    /// certificate verification by default; sslmode verify-full requires it.
     pub secret_ref: SecretRef,
     /// TLS to PostgreSQL: disable, prefer (TLS when offered), require (encrypt) or
     /// verify-full (encrypt and verify the certificate and host name against the
-    /// Secret's `ca.crt`). Overrides any sslmode in the Secret's `uri`.
-    #[serde(default)]
-    pub sslmode: SslMode,
+    /// Secret's `ca.crt`). Unset: verify-full when the Secret holds `ca.crt`, otherwise
+    /// require. Overrides any sslmode in the Secret's `uri`. With disable or prefer the
+    /// Ready condition's message says the connection may be unencrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<SslMode>,
     /// Names of the destination tables.
     #[serde(default)]
     pub tables: TableNames,
