@@ -5,6 +5,7 @@
 pub mod children;
 pub mod cli;
 pub mod crd;
+pub mod deletion;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;

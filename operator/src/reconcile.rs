@@ -465,9 +465,9 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
         .namespace()
         .ok_or_else(|| Error::Other("IngestPipeline without a namespace".into()))?;
     if ipl.metadata.deletion_timestamp.is_some() {
-        // Owner references let the garbage collector delete the children.
-        return Ok(Action::await_change());
+        return crate::deletion::finish(ctx, ipl, &ns).await;
     }
+    crate::deletion::ensure_finalizer(ctx, ipl, &ns).await?;
     let name = ipl.name_any();
     let client = &ctx.client;
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);

@@ -1100,6 +1100,51 @@ async fn the_default_sslmode_follows_the_secrets_ca() -> Result<()> {
     op.shutdown().await
 }
 
+/// The operator's finalizer: added to every pipeline; on deletion a reported backlog
+/// (here faked in the status, as the workers' figures would leave it) gives a Warning
+/// Event DeletedWithBacklog, and the pipeline goes away at once.
+#[tokio::test]
+async fn deleting_with_a_backlog_warns_and_does_not_block() -> Result<()> {
+    let Some(op) = Operator::start("op-backlog").await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({}))).await?;
+    let api = op.api::<IngestPipeline>();
+    wait_for(&api, NAME, "the operator's finalizer", CONVERGE, |ipl| {
+        ipl.finalizers()
+            .iter()
+            .any(|f| f == sluice_operator::deletion::FINALIZER)
+    })
+    .await?;
+    op.wait_status("a status", CONVERGE, |ipl| {
+        condition(ipl, "Ready").is_some()
+    })
+    .await?;
+    api.patch_status(
+        NAME,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "backlogFiles": 5, "lagSeconds": 42.0 } })),
+    )
+    .await
+    .context("faking a reported backlog")?;
+    api.delete(NAME, &DeleteParams::default()).await?;
+    wait_gone(api, NAME, CONVERGE).await?;
+    let events = op
+        .events(sluice_operator::deletion::DELETED_WITH_BACKLOG)
+        .await?;
+    let note = events
+        .iter()
+        .find(|e| e.type_.as_deref() == Some("Warning"))
+        .and_then(|e| e.note.clone())
+        .with_context(|| format!("a Warning Event DeletedWithBacklog: {events:?}"))?;
+    assert!(
+        note.contains("5 landed file(s) not loaded") && note.contains("shop-landing"),
+        "{note}"
+    );
+    op.shutdown().await
+}
+
 /// A deleted Deployment and ConfigMap come back (new objects); a hand edit of a field
 /// the operator owns is reverted.
 #[tokio::test]
