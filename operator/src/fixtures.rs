@@ -11,9 +11,9 @@ pub(crate) fn sample() -> IngestPipeline {
         "shop",
         IngestPipelineSpec {
             postgres: PostgresSpec {
-                secret_ref: SecretRef {
+                secret_ref: Some(SecretRef {
                     name: "pg-credentials".into(),
-                },
+                }),
                 ..Default::default()
             },
             ..Default::default()

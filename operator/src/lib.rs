@@ -5,12 +5,14 @@
 pub mod children;
 pub mod cli;
 pub mod crd;
+pub mod credentials;
 pub mod deletion;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_scrape;
+pub mod monitoring;
 pub mod pdb;
 pub mod plugin;
 pub mod reconcile;

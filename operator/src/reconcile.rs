@@ -105,6 +105,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Which policy version serves PodDisruptionBudgets.
     pdb: crate::pdb::PdbApi,
+    /// Whether the server serves PodMonitors.
+    pod_monitors: crate::monitoring::PodMonitorApi,
     /// Operator-wide settings (flags).
     pub settings: crate::Settings,
 }
@@ -125,6 +127,7 @@ impl Context {
             figures: Mutex::default(),
             failures: Mutex::default(),
             pdb: Default::default(),
+            pod_monitors: Default::default(),
             settings: Default::default(),
         }
     }
@@ -178,7 +181,12 @@ pub fn check_secret(
     ipl: &IngestPipeline,
     namespace: &str,
 ) -> (Option<Problem>, Option<String>) {
-    let name = &ipl.spec.postgres.secret_ref.name;
+    let name = ipl
+        .spec
+        .postgres
+        .secret_ref
+        .as_ref()
+        .map_or("", |s| s.name.as_str());
     let Some(secret) = secret else {
         return (
             Some(Problem::new(
@@ -502,24 +510,12 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret_name = &ipl.spec.postgres.secret_ref.name;
-    let secret = secrets
-        .get_opt(secret_name)
-        .await
-        .map_err(|source| Error::Secret {
-            name: secret_name.clone(),
-            source,
-        })?;
-    let (secret_problem, secret_version) = check_secret(secret.as_ref(), ipl, &ns);
-
+    let credentials = crate::credentials::resolve(client, ipl, &ns).await?;
     let inputs = BuildInputs {
-        secret_version,
-        secret_layout: secret_layout(secret.as_ref()),
+        secret_version: credentials.version,
+        secret_layout: credentials.layout,
         network: ctx.settings.network.clone(),
-        secret_has_ca: secret
-            .as_ref()
-            .is_some_and(|s| secret_has(s, crate::tls::CA_KEY)),
+        secret_has_ca: credentials.has_ca,
     };
     obs.note = crate::tls::weak_tls_note(inputs.sslmode(ipl));
     let mut built = children::build(ipl, &inputs);
@@ -576,7 +572,8 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
         }
     };
 
-    obs.problem = secret_problem;
+    obs.monitoring = crate::monitoring::sync(client, &ctx.pod_monitors, ipl, &ns).await?;
+    obs.problem = credentials.problem;
     obs.workers = Rollout::of_stateful_set(&sts);
     obs.generator = Rollout::of_deployment(&deployment);
     let (figs, figures_time) = figures(ctx, ipl, &ns).await;

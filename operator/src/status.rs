@@ -105,6 +105,8 @@ pub struct Observed {
     pub figures: Option<Figures>,
     /// Label selector of the worker pods (status.selector, for the scale subresource).
     pub selector: Option<String>,
+    /// The PodMonitor's state (the `Monitoring` condition), None when it is off.
+    pub monitoring: Option<crate::monitoring::MonitoringState>,
     /// A caution that does not make the pipeline unready (e.g. unencrypted TLS), added
     /// to the Ready condition's message.
     pub note: Option<String>,
@@ -229,7 +231,13 @@ pub fn compute(
 
     let mut status = IngestPipelineStatus {
         observed_generation: obs.generation,
-        conditions: vec![ready, progressing, degraded, suspended],
+        conditions: [ready, progressing, degraded, suspended]
+            .into_iter()
+            .chain(obs.monitoring.as_ref().map(|m| {
+                let (status, reason, message) = (m.ok, m.reason, m.message.clone());
+                cond(crate::monitoring::MONITORING, status, reason, message)
+            }))
+            .collect(),
         workers: Some(format!("{}/{}", w.ready, w.desired)),
         workers_ready: w.ready,
         workers_desired: w.desired,

@@ -46,6 +46,7 @@ pub fn validate(ipl: &IngestPipeline) -> Result<(), String> {
         .tables
         .validate()
         .map_err(|e| field_error("spec.postgres", &e))?;
+    crate::credentials::check_one_source(&spec.postgres)?;
     if let Some(schema) = &spec.schema {
         schema.check().map_err(|e| format!("spec.schema: {e}"))?;
         if spec.worker.config.dedupe_by_event_id && schema.key.is_none() {
@@ -219,7 +220,7 @@ mod tests {
             name,
             IngestPipelineSpec {
                 postgres: PostgresSpec {
-                    secret_ref: SecretRef { name: "pg".into() },
+                    secret_ref: Some(SecretRef { name: "pg".into() }),
                     ..Default::default()
                 },
                 ..Default::default()

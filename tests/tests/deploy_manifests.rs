@@ -279,9 +279,17 @@ async fn chart_kustomize_and_examples_pass_server_side_dry_run() {
         .collect();
     examples.sort();
     assert!(!examples.is_empty(), "deploy/examples holds no YAML");
+    // CloudNativePG's Cluster (cloudnativepg.yaml) needs its CRDs, which this API server
+    // lacks: those documents are left out, the pipeline next to them is checked.
     let all: String = examples
         .iter()
-        .map(|p| format!("{}\n---\n", std::fs::read_to_string(p).expect("example")))
+        .flat_map(|p| {
+            let text = std::fs::read_to_string(p).expect("example");
+            text.split("\n---\n")
+                .filter(|doc| !doc.contains("apiVersion: postgresql.cnpg.io/"))
+                .map(|doc| format!("{doc}\n---\n"))
+                .collect::<Vec<_>>()
+        })
         .collect();
     let out = kubectl.dry_run("deploy/examples/*.yaml", &all, Some("shop"));
     assert!(

@@ -1463,7 +1463,13 @@ async fn invalid_resources_are_rejected_by_the_schema() -> Result<()> {
         (
             "no-secret-ref",
             json!({ "postgres": { "sslmode": "require" } }),
-            &["spec.postgres.secretRef", "Required value"],
+            &["spec.postgres", "oneOf"],
+        ),
+        (
+            "secret-ref-and-cnpg",
+            json!({ "postgres": { "secretRef": { "name": SECRET },
+                                  "cloudNativePG": { "cluster": "pg" } } }),
+            &["spec.postgres", "oneOf"],
         ),
         (
             "no-postgres",
@@ -2119,5 +2125,335 @@ async fn a_table_mismatch_found_by_a_worker_is_the_degraded_reason() -> Result<(
     .await
     .with_context(|| sluice_testkit::procs::tail(&log, 30))?;
     worker.check_alive()?;
+    op.shutdown().await
+}
+
+// ---------------------------------------------------------------------------------------
+// CloudNativePG by name, and the PodMonitor (CRDs of other projects, installed here).
+// ---------------------------------------------------------------------------------------
+
+/// Installs a minimal CRD (any fields kept) for `group`/v1 `kind`, and waits until its
+/// resources are served. Cluster-wide: only the one test that needs it installs it.
+async fn install_foreign_crd(client: &Client, group: &str, kind: &str, plural: &str) -> Result<()> {
+    let name = format!("{plural}.{group}");
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": { "name": name },
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": { "kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                       "listKind": format!("{kind}List") },
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": true } },
+            }],
+        },
+    }))?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        &name,
+        &PatchParams::apply(TEST_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .with_context(|| format!("applying CRD {name}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let served = client
+            .list_api_group_resources(&format!("{group}/v1"))
+            .await
+            .is_ok_and(|l| l.resources.iter().any(|r| r.name == plural));
+        if served {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "CRD {name} not served after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// spec.postgres.cloudNativePG: a missing Cluster, then a missing app Secret, are the
+/// Degraded reason naming them; with the Cluster and its Secrets (no CloudNativePG
+/// operator: the objects are created here) the workers connect to `<cluster>-rw` with
+/// the `-app` Secret's files and verify against the `-ca` Secret's ca.crt.
+#[tokio::test]
+async fn a_cloudnativepg_cluster_is_used_by_name() -> Result<()> {
+    let Some(op) = Operator::start("op-cnpg").await? else {
+        return Ok(());
+    };
+    install_foreign_crd(&op.client, "postgresql.cnpg.io", "Cluster", "clusters").await?;
+    op.create_pipeline(&IngestPipeline::new(
+        NAME,
+        serde_json::from_value(json!({ "postgres": { "cloudNativePG": { "cluster": "pg" } } }))?,
+    ))
+    .await?;
+    let ipl = op
+        .wait_status("Degraded PostgresClusterNotFound", CONVERGE, |ipl| {
+            cond_is(ipl, "Degraded", "True", "PostgresClusterNotFound")
+        })
+        .await?;
+    let msg = condition(&ipl, "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("Cluster pg ") && msg.contains("op-cnpg"),
+        "{msg}"
+    );
+
+    let clusters: Api<DynamicObject> = Api::namespaced_with(
+        op.client.clone(),
+        &op.ns,
+        &sluice_operator::credentials::cluster_resource(),
+    );
+    let cluster = DynamicObject::new("pg", &sluice_operator::credentials::cluster_resource())
+        .data(json!({ "spec": { "instances": 1, "storage": { "size": "1Gi" } } }));
+    clusters
+        .create(&PostParams::default(), &cluster)
+        .await
+        .context("creating the Cluster")?;
+    let ipl = op
+        .wait_status("Degraded SecretNotFound pg-app", CONVERGE, |ipl| {
+            condition(ipl, "Degraded").is_some_and(|c| {
+                c.reason == "SecretNotFound" && c.message.starts_with("Secret pg-app ")
+            })
+        })
+        .await?;
+    assert!(cond_is(&ipl, "Ready", "False", "SecretNotFound"));
+
+    // What CloudNativePG would create (the app Secret's keys as it writes them).
+    let secret = |name: &str, data: Value| -> Result<Secret> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": name }, "stringData": data,
+        }))?)
+    };
+    let secrets = op.api::<Secret>();
+    let app = secrets
+        .create(
+            &PostParams::default(),
+            &secret(
+                "pg-app",
+                json!({
+                    "username": "app", "user": "app", "password": "s3cret", "dbname": "app",
+                    "host": "pg-rw", "port": "5432",
+                    "uri": "postgresql://app:s3cret@pg-rw.op-cnpg:5432/app",
+                }),
+            )?,
+        )
+        .await?;
+    let ca = secrets
+        .create(
+            &PostParams::default(),
+            &secret(
+                "pg-ca",
+                json!({
+            "ca.crt": "-----BEGIN CERTIFICATE-----", "ca.key": "private" }),
+            )?,
+        )
+        .await?;
+    op.wait_status("Degraded cleared", CONVERGE, |ipl| {
+        cond_is(ipl, "Degraded", "False", "AsExpected")
+    })
+    .await?;
+    let expected_version = format!(
+        "{}/{}",
+        app.resource_version().unwrap_or_default(),
+        ca.resource_version().unwrap_or_default()
+    );
+    let sts = wait_for(
+        &op.api::<StatefulSet>(),
+        "shop-worker",
+        "credentials-version = the app and CA Secrets' resourceVersions",
+        CONVERGE,
+        |sts| {
+            sts_template_annotation(sts, CREDENTIALS_ANNOTATION).as_deref()
+                == Some(&expected_version)
+        },
+    )
+    .await?;
+    let pod = sts.spec.template.spec.clone().context("pod spec")?;
+    let env: BTreeMap<String, String> = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    assert_eq!(
+        env.get("PGHOST").map(String::as_str),
+        Some("pg-rw.op-cnpg.svc"),
+        "{env:?}"
+    );
+    assert_eq!(env.get("PGPORT").map(String::as_str), Some("5432"));
+    for (var, file) in [
+        ("PGUSER_FILE", "username"),
+        ("PGDATABASE_FILE", "dbname"),
+        ("PGPASSWORD_FILE", "password"),
+        ("PGSSLROOTCERT", "ca.crt"),
+    ] {
+        assert_eq!(
+            env.get(var),
+            Some(&format!("/etc/sluice-postgres/{file}")),
+            "{var}"
+        );
+    }
+    let vol = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "postgres")
+        .and_then(|v| v.projected.clone())
+        .context("a projected credentials volume")?;
+    let sources: Vec<(String, Vec<String>)> = vol
+        .sources
+        .iter()
+        .flatten()
+        .filter_map(|s| s.secret.as_ref())
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.items.iter().flatten().map(|i| i.key.clone()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            (
+                "pg-app".to_string(),
+                vec!["username".into(), "password".into(), "dbname".into()]
+            ),
+            ("pg-ca".to_string(), vec!["ca.crt".to_string()]),
+        ],
+        "the CA's private key is never mounted"
+    );
+    // An unset sslmode with CloudNativePG is verify-full (its CA is always there).
+    let (_, cfg) = config_json(
+        &op.api::<ConfigMap>()
+            .get(&children::config_map_name(NAME))
+            .await?,
+    )?;
+    assert_eq!(cfg["sslmode"], json!("verify-full"), "{cfg}");
+    op.shutdown().await
+}
+
+/// spec.monitoring.podMonitor: without the PodMonitor CRD the Monitoring condition says
+/// so (not Degraded); once the CRD is installed the PodMonitor appears, owned by the
+/// pipeline; disabled, it is deleted. One test: the CRD is cluster-wide.
+#[tokio::test]
+async fn the_pod_monitor_follows_the_spec_and_its_crd() -> Result<()> {
+    let Some(op) = Operator::start("op-podmonitor").await? else {
+        return Ok(());
+    };
+    let crds: Api<CustomResourceDefinition> = Api::all(op.client.clone());
+    ensure!(
+        crds.get_opt("podmonitors.monitoring.coreos.com")
+            .await?
+            .is_none(),
+        "the PodMonitor CRD is installed only by this test"
+    );
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({
+        "monitoring": { "podMonitor": { "enabled": true, "interval": "15s",
+                                         "labels": { "release": "prometheus" } } }
+    })))
+    .await?;
+    let ipl = op
+        .wait_status("Monitoring False PodMonitorCRDMissing", CONVERGE, |ipl| {
+            cond_is(ipl, "Monitoring", "False", "PodMonitorCRDMissing")
+        })
+        .await?;
+    let msg = condition(&ipl, "Monitoring")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(msg.contains("monitoring.coreos.com/v1 PodMonitor"), "{msg}");
+    assert!(
+        cond_is(&ipl, "Degraded", "False", "AsExpected"),
+        "not Degraded for it"
+    );
+
+    install_foreign_crd(
+        &op.client,
+        "monitoring.coreos.com",
+        "PodMonitor",
+        "podmonitors",
+    )
+    .await?;
+    let pm_resource = ApiResource {
+        group: "monitoring.coreos.com".into(),
+        version: "v1".into(),
+        api_version: "monitoring.coreos.com/v1".into(),
+        kind: "PodMonitor".into(),
+        plural: "podmonitors".into(),
+    };
+    let pms: Api<DynamicObject> = Api::namespaced_with(op.client.clone(), &op.ns, &pm_resource);
+    // Nothing watches the CRD: a touch of the pipeline (or the next resync) reconciles.
+    op.api::<IngestPipeline>()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+            "metadata": { "annotations": { "test/touch": "1" } } })),
+        )
+        .await?;
+    let pm = wait_for(
+        &pms,
+        "shop-sluice",
+        "PodMonitor shop-sluice to exist",
+        CONVERGE,
+        |_| true,
+    )
+    .await?;
+    let ipl = op.api::<IngestPipeline>().get(NAME).await?;
+    let owner = pm.owner_references().first().cloned().context("an owner")?;
+    assert_eq!(
+        (owner.uid, owner.controller),
+        (ipl.uid().unwrap_or_default(), Some(true))
+    );
+    assert_eq!(
+        pm.labels()
+            .get("app.kubernetes.io/component")
+            .map(String::as_str),
+        Some("monitoring")
+    );
+    assert_eq!(
+        pm.labels().get("release").map(String::as_str),
+        Some("prometheus")
+    );
+    let ep = &pm.data["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(
+        (&ep["port"], &ep["interval"]),
+        (&json!("metrics"), &json!("15s")),
+        "{ep}"
+    );
+    assert_eq!(
+        pm.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        json!(NAME)
+    );
+    op.wait_status("Monitoring True", CONVERGE, |ipl| {
+        cond_is(ipl, "Monitoring", "True", "PodMonitorApplied")
+    })
+    .await?;
+
+    op.patch_spec(json!({ "monitoring": { "podMonitor": { "enabled": false } } }))
+        .await?;
+    let deadline = Instant::now() + CONVERGE;
+    while pms.get_opt("shop-sluice").await?.is_some() {
+        ensure!(
+            Instant::now() < deadline,
+            "the PodMonitor is deleted when disabled"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ipl = op
+        .wait_status("no Monitoring condition", CONVERGE, |ipl| {
+            condition(ipl, "Monitoring").is_none()
+        })
+        .await?;
+    assert!(cond_is(&ipl, "Degraded", "False", "AsExpected"));
     op.shutdown().await
 }

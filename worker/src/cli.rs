@@ -45,7 +45,8 @@ pub enum SslModeArg {
 /// quarantine with a reason; unreadable files are set aside in <landing>/failed/.
 ///
 /// Connection: --database-url / DATABASE_URL (or DATABASE_URL_FILE), else the libpq
-/// variables PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD (or PGPASSWORD_FILE).
+/// variables PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD (the last three also from
+/// files: PGDATABASE_FILE, PGUSER_FILE, PGPASSWORD_FILE).
 #[derive(Debug, Parser)]
 #[command(name = "sluice-worker", version, about, long_about)]
 pub struct Args {

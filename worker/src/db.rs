@@ -80,11 +80,18 @@ impl std::fmt::Debug for DbSettings {
 /// Reads a value from the environment variable `name`, or from the file named by
 /// `name_FILE` (trailing newline stripped).
 fn env_or_file(name: &'static str) -> Result<Option<String>, DbError> {
-    if let Ok(v) = std::env::var(name) {
+    var_or_file(name, &|k| std::env::var(k).ok())
+}
+
+/// [`env_or_file`] with the variables looked up by `var`.
+fn var_or_file(
+    name: &'static str,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, DbError> {
+    if let Some(v) = var(name) {
         return Ok(Some(v));
     }
-    let file_var = format!("{name}_FILE");
-    match std::env::var_os(&file_var) {
+    match var(&format!("{name}_FILE")) {
         Some(path) => {
             let path = PathBuf::from(path);
             let text = std::fs::read_to_string(&path).map_err(|source| DbError::SecretFile {
@@ -129,10 +136,34 @@ fn split_sslmode(url: &str) -> (String, Option<SslMode>) {
     (url, mode)
 }
 
+/// The connection from the libpq variables looked up by `var`: PGHOST, PGPORT, and
+/// PGUSER, PGDATABASE, PGPASSWORD, each of these three also as a file (`*_FILE`, e.g.
+/// the keys of a Kubernetes Secret mounted as files).
+fn config_from_vars(
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<tokio_postgres::Config, DbError> {
+    let mut config = tokio_postgres::Config::new();
+    config.host(var("PGHOST").as_deref().unwrap_or("localhost"));
+    let port = match var("PGPORT") {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| DbError::BadUrl(format!("PGPORT={p:?} is not a port number")))?,
+        None => 5432,
+    };
+    config.port(port);
+    let user = var_or_file("PGUSER", var)?.unwrap_or_else(|| "postgres".into());
+    config.user(&user);
+    config.dbname(var_or_file("PGDATABASE", var)?.unwrap_or(user));
+    if let Some(password) = var_or_file("PGPASSWORD", var)? {
+        config.password(password);
+    }
+    Ok(config)
+}
+
 impl DbSettings {
     /// Builds the settings from, in order of precedence: `url` (flag), `DATABASE_URL`
     /// (or `DATABASE_URL_FILE`), else `PGHOST`, `PGPORT`, `PGDATABASE`, `PGUSER`,
-    /// `PGPASSWORD` (or `PGPASSWORD_FILE`). `sslmode` from the flag/config wins over the
+    /// `PGPASSWORD` (the last three also as `*_FILE`). `sslmode` from the flag/config wins over the
     /// URL's, and `PGSSLMODE` is used when neither sets one.
     pub fn resolve(
         url: Option<String>,
@@ -151,25 +182,7 @@ impl DbSettings {
                     .map_err(|e| DbError::BadUrl(e.to_string()))?;
                 (config, mode)
             }
-            None => {
-                let mut config = tokio_postgres::Config::new();
-                let host = std::env::var("PGHOST").unwrap_or_else(|_| "localhost".into());
-                config.host(&host);
-                let port = match std::env::var("PGPORT") {
-                    Ok(p) => p.parse::<u16>().map_err(|_| {
-                        DbError::BadUrl(format!("PGPORT={p:?} is not a port number"))
-                    })?,
-                    Err(_) => 5432,
-                };
-                config.port(port);
-                let user = std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into());
-                config.user(&user);
-                config.dbname(std::env::var("PGDATABASE").unwrap_or(user));
-                if let Some(password) = env_or_file("PGPASSWORD")? {
-                    config.password(password);
-                }
-                (config, None)
-            }
+            None => (config_from_vars(&|k| std::env::var(k).ok())?, None),
         };
         let env_mode = std::env::var("PGSSLMODE")
             .ok()
@@ -459,6 +472,41 @@ mod tests {
         assert_eq!(url, "postgres://u@h/db");
         assert_eq!(mode, Some(SslMode::Disable));
         assert_eq!(split_sslmode("postgres://h/db").1, None);
+    }
+
+    #[test]
+    fn user_database_and_password_can_come_from_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).expect("write");
+            p.to_string_lossy().into_owned()
+        };
+        let vars: std::collections::HashMap<&str, String> = [
+            ("PGHOST", "pg-rw.data.svc".to_string()),
+            ("PGPORT", "5432".into()),
+            ("PGUSER_FILE", file("username", "app\n")),
+            ("PGDATABASE_FILE", file("dbname", "shop")),
+            ("PGPASSWORD_FILE", file("password", "s3cret\n")),
+        ]
+        .into();
+        let c = config_from_vars(&|k| vars.get(k).cloned()).expect("config");
+        assert_eq!(c.get_user(), Some("app"));
+        assert_eq!(c.get_dbname(), Some("shop"));
+        assert_eq!(c.get_password(), Some(&b"s3cret"[..]));
+        assert_eq!(c.get_ports(), [5432]);
+        // A variable wins over its file; a missing file is an error naming it.
+        let mut vars = vars;
+        vars.insert("PGUSER", "bob".into());
+        vars.insert(
+            "PGDATABASE_FILE",
+            dir.path().join("nope").to_string_lossy().into(),
+        );
+        let err = config_from_vars(&|k| vars.get(k).cloned()).expect_err("missing file");
+        assert!(err.to_string().contains("PGDATABASE"), "{err}");
+        vars.remove("PGDATABASE_FILE");
+        let c = config_from_vars(&|k| vars.get(k).cloned()).expect("config");
+        assert_eq!((c.get_user(), c.get_dbname()), (Some("bob"), Some("bob")));
     }
 
     #[test]

@@ -10,15 +10,18 @@
 //! | ServiceAccount | `<name>-sluice` | no API token mounted |
 //! | PodDisruptionBudget | `<name>-worker` | unless `worker.disruptionBudget.enabled: false` |
 //! | NetworkPolicy | `<name>-worker`, `<name>-generator` | when `networkPolicy` is on |
+//! | PodMonitor | `<name>-sluice` | when `monitoring.podMonitor.enabled` and its CRD exists |
 //!
 //! One file per idea: [`names`] (names, labels, metadata), [`config`] (the ConfigMap),
 //! [`storage`] (landing and checkpoint volumes), [`service`] (metrics Service and
 //! ServiceAccount), [`pod`] (what every pod shares), [`template`] (the user's pod
 //! settings), [`generator`], [`worker`] and [`disruption`] (the workers' budget).
 
+mod cnpg;
 mod config;
 mod disruption;
 mod generator;
+mod monitoring;
 mod names;
 mod network;
 mod pod;
@@ -28,9 +31,11 @@ mod storage;
 mod template;
 mod worker;
 
+pub use cnpg::*;
 pub use config::*;
 pub use disruption::*;
 pub use generator::*;
+pub use monitoring::*;
 pub use names::*;
 pub use network::*;
 pub use pod::*;

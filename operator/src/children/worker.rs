@@ -41,7 +41,12 @@ pub fn worker_args() -> Vec<String> {
 /// passed in an environment variable: `uri` → DATABASE_URL_FILE, or, for the separate
 /// keys, host/port/dbname/user as PG* variables and `password` → PGPASSWORD_FILE.
 pub fn worker_env(ipl: &IngestPipeline, layout: SecretLayout, sslmode: SslMode) -> Vec<EnvVar> {
-    let secret = ipl.spec.postgres.secret_ref.name.as_str();
+    let secret = ipl
+        .spec
+        .postgres
+        .secret_ref
+        .as_ref()
+        .map_or("", |s| s.name.as_str());
     let mut env = vec![EnvVar {
         name: "SLUICE_WORKER_ID".into(),
         value_from: Some(EnvVarSource {
@@ -53,9 +58,12 @@ pub fn worker_env(ipl: &IngestPipeline, layout: SecretLayout, sslmode: SslMode) 
         }),
         ..Default::default()
     }];
-    match layout {
-        SecretLayout::Uri => env.push(env_value("DATABASE_URL_FILE", &format!("{PG_CA_DIR}/uri"))),
-        SecretLayout::Keys => env.extend([
+    match (&ipl.spec.postgres.cloud_native_pg, layout) {
+        (Some(cluster), _) => env.extend(cnpg_env(ipl, cluster, PG_CA_DIR)),
+        (None, SecretLayout::Uri) => {
+            env.push(env_value("DATABASE_URL_FILE", &format!("{PG_CA_DIR}/uri")))
+        }
+        (None, SecretLayout::Keys) => env.extend([
             env_secret("PGHOST", secret, "host"),
             env_secret("PGPORT", secret, "port"),
             env_secret("PGDATABASE", secret, "dbname"),
@@ -86,14 +94,21 @@ pub fn worker(ipl: &IngestPipeline, config_hash: &str, inputs: &BuildInputs) -> 
     let mut volumes = vec![landing_volume(ipl), config_volume(ipl), tmp_volume()];
     // The credentials (and ca.crt) as files, readable by the pod's group only.
     mounts.push(mount("postgres", PG_CA_DIR, true));
-    volumes.push(Volume {
-        name: "postgres".into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(spec.postgres.secret_ref.name.clone()),
-            default_mode: Some(0o440),
+    volumes.push(match &spec.postgres.cloud_native_pg {
+        Some(cluster) => cnpg_volume(
+            "postgres",
+            cluster,
+            inputs.sslmode(ipl) == SslMode::VerifyFull,
+        ),
+        None => Volume {
+            name: "postgres".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: spec.postgres.secret_ref.as_ref().map(|s| s.name.clone()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
+        },
     });
     let container = Container {
         name: "worker".into(),

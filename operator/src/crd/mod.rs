@@ -13,8 +13,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_core::config::{GeneratorConfig, SslMode, TableNames, WorkerConfig};
 
+mod cnpg;
+mod monitoring;
 mod network;
 mod pods;
+pub use cnpg::CloudNativePgRef;
+pub use monitoring::{MonitoringSpec, PodMonitorSpec};
 pub use network::NetworkPolicySpec;
 pub use pods::{DisruptionBudgetSpec, PodMetadata, PodTemplate};
 
@@ -117,6 +121,9 @@ pub struct IngestPipelineSpec {
     /// workers, nothing out for the generator).
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    /// Monitoring objects for the pipeline's pods (a Prometheus Operator PodMonitor).
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
     /// Scale the generator and the workers to zero, keeping volumes and configuration.
     /// Files landed meanwhile are loaded after resuming.
     #[serde(default)]
@@ -275,15 +282,28 @@ pub struct SecretRef {
     pub name: String,
 }
 
-/// The PostgreSQL database receiving the rows.
+/// The PostgreSQL database receiving the rows: exactly one of `secretRef` and
+/// `cloudNativePG`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["secretRef"]}, {"required": ["cloudNativePG"]}]))]
 pub struct PostgresSpec {
     /// Secret with the connection: either key `uri` (postgres://user:password@host:port/db)
     /// or keys `host`, `port`, `dbname`, `user`, `password` (the layout CloudNativePG's
     /// app secrets use). Key `ca.crt` (the server's CA certificate, PEM) turns on
-    /// certificate verification by default; sslmode verify-full requires it.
-    pub secret_ref: SecretRef,
+    /// certificate verification by default; sslmode verify-full requires it. Exactly one
+    /// of secretRef and cloudNativePG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    /// A CloudNativePG Cluster in the pipeline's namespace, used by name: its `-rw`
+    /// Service, its `-app` Secret and its `-ca` Secret (unset sslmode: verify-full). The
+    /// recommended production setup. Exactly one of secretRef and cloudNativePG.
+    #[serde(
+        default,
+        rename = "cloudNativePG",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cloud_native_pg: Option<CloudNativePgRef>,
     /// TLS to PostgreSQL: disable, prefer (TLS when offered), require (encrypt) or
     /// verify-full (encrypt and verify the certificate and host name against the
     /// Secret's `ca.crt`). Unset: verify-full when the Secret holds `ca.crt`, otherwise
@@ -590,8 +610,10 @@ mod tests {
             .collect();
         assert_eq!(required, ["postgres"]);
         let pg = &spec["properties"]["postgres"];
-        assert_eq!(pg["required"][0], "secretRef");
+        assert_eq!(pg["oneOf"][0]["required"][0], "secretRef");
+        assert_eq!(pg["oneOf"][1]["required"][0], "cloudNativePG");
         assert_eq!(pg["properties"]["secretRef"]["required"][0], "name");
+        assert_eq!(pg["properties"]["cloudNativePG"]["required"][0], "cluster");
     }
 
     #[test]
@@ -605,7 +627,21 @@ mod tests {
             LandingAccessMode::ReadWriteMany
         );
         assert_eq!(spec.worker.config, WorkerConfig::default());
-        assert_eq!(spec.postgres.secret_ref.name, "pg");
+        assert_eq!(
+            spec.postgres.secret_ref.map(|s| s.name).as_deref(),
+            Some("pg")
+        );
+        assert!(!spec.monitoring.pod_monitor.enabled);
+        let cnpg: IngestPipelineSpec =
+            serde_json::from_str(r#"{"postgres":{"cloudNativePG":{"cluster":"db"}}}"#)
+                .expect("parse");
+        assert_eq!(
+            cnpg.postgres
+                .cloud_native_pg
+                .map(|c| c.app_secret())
+                .as_deref(),
+            Some("db-app")
+        );
     }
 
     #[test]
