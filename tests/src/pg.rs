@@ -917,6 +917,46 @@ impl TestDb {
     }
 }
 
+/// A session LISTENing on `channel`: each notification's payload with the instant it
+/// arrived (PostgreSQL delivers a notification when its transaction commits). The client
+/// must be kept for as long as notifications are wanted.
+pub async fn listen(
+    conn_string: &str,
+    channel: &str,
+) -> Result<(
+    Client,
+    tokio::sync::mpsc::UnboundedReceiver<(String, std::time::Instant)>,
+)> {
+    let (client, mut connection) =
+        tokio_postgres::connect(conn_string, NoTls)
+            .await
+            .map_err(|source| PgError::Connect {
+                target: conn_string.to_string(),
+                source,
+            })?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message
+                && tx
+                    .send((n.payload().to_string(), std::time::Instant::now()))
+                    .is_err()
+            {
+                return;
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {channel}"))
+        .await
+        .map_err(|source| PgError::Connect {
+            target: conn_string.to_string(),
+            source,
+        })?;
+    Ok((client, rx))
+}
+
 /// Connects with a libpq-style connection string or URL and spawns the connection task
 /// on the current tokio runtime.
 pub async fn connect(conn_string: &str) -> Result<Client> {

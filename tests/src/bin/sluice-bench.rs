@@ -477,35 +477,30 @@ async fn bench_latency(pg: &PgCluster, root: &Path, args: &Args) -> Result<Laten
     )?;
     wait_ready(&client).await?;
 
-    // The poller runs on its own connection and task, so that renaming stays on schedule.
-    let poll_client = db.connect().await?;
+    // Visibility is observed without polling (a poll loop costs the server CPU that the
+    // two cores share with the worker): a trigger on the ledger notifies each file's name,
+    // and PostgreSQL delivers the notification when the batch's transaction commits,
+    // the moment its rows become visible.
+    client
+        .batch_execute(
+            "CREATE FUNCTION sluice_bench_landed() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM pg_notify('sluice_bench_landed', NEW.file_name); RETURN NULL; END $$;
+             CREATE TRIGGER sluice_bench_landed AFTER INSERT ON sluice_files
+                 FOR EACH ROW EXECUTE FUNCTION sluice_bench_landed();",
+        )
+        .await?;
+    let (listener, mut landed) =
+        sluice_testkit::pg::listen(db.conn_string(), "sluice_bench_landed").await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let total = files as usize;
     let poller = tokio::spawn(async move {
+        let _listener = listener;
         let mut seen: HashMap<String, Instant> = HashMap::new();
-        let mut last_count = 0i64;
         while seen.len() < total {
-            let count: i64 = match poll_client
-                .query_one("SELECT count(*) FROM sluice_files", &[])
-                .await
-            {
-                Ok(row) => row.get(0),
-                Err(_) => break,
+            let Some((name, at)) = landed.recv().await else {
+                break;
             };
-            if count != last_count {
-                let now = Instant::now();
-                last_count = count;
-                if let Ok(rows) = poll_client
-                    .query("SELECT file_name FROM sluice_files", &[])
-                    .await
-                {
-                    for row in rows {
-                        seen.entry(row.get(0)).or_insert(now);
-                    }
-                }
-            } else {
-                tokio::time::sleep(Duration::from_micros(500)).await;
-            }
+            seen.entry(name).or_insert(at);
         }
         seen
     });
