@@ -68,6 +68,18 @@ pub struct Args {
         global = true
     )]
     pub network_policy_default: OnOff,
+    /// Only run pipelines whose images (spec.images.worker and .generator) start with one
+    /// of these prefixes, comma-separated; others are refused (Degraded, InvalidSpec).
+    /// End each prefix with "/" (ghcr.io/acme/ does not allow ghcr.io/acme-evil/…).
+    /// Default: any image.
+    #[arg(
+        long,
+        env = "SLUICE_ALLOWED_IMAGE_PREFIXES",
+        value_delimiter = ',',
+        value_name = "PREFIX",
+        global = true
+    )]
+    pub allowed_image_prefixes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,5 +144,21 @@ mod tests {
         assert_eq!(a.leader_election, OnOff::Off);
         assert_eq!(a.metrics_addr().expect("addr"), None);
         assert!(Args::try_parse_from(["sluice-operator", "-A", "--namespace", "x"]).is_err());
+    }
+
+    #[test]
+    fn allowed_image_prefixes_are_a_list() {
+        let a = Args::try_parse_from(["sluice-operator"]).expect("parse");
+        assert!(a.allowed_image_prefixes.is_empty());
+        let a = Args::try_parse_from([
+            "sluice-operator",
+            "--allowed-image-prefixes",
+            "ghcr.io/acme/,registry.local:5000/",
+        ])
+        .expect("parse");
+        assert_eq!(
+            a.allowed_image_prefixes,
+            ["ghcr.io/acme/", "registry.local:5000/"]
+        );
     }
 }

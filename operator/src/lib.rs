@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod deletion;
 #[cfg(test)]
 mod fixtures;
+pub mod images;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_scrape;
@@ -53,6 +54,8 @@ pub struct RunOptions {
 pub struct Settings {
     /// `--network-policy-default` and the operator's namespace.
     pub network: children::NetworkInputs,
+    /// `--allowed-image-prefixes`: images a pipeline may run (empty: any).
+    pub images: images::ImagePolicy,
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

@@ -5,6 +5,7 @@ use clap::Parser;
 use sluice_core::telemetry::{self, Health};
 use sluice_operator::children::NetworkInputs;
 use sluice_operator::cli::{Args, Command, OnOff};
+use sluice_operator::images::ImagePolicy;
 use sluice_operator::{LeaderOptions, RunOptions, Scope, Settings};
 
 fn main() -> ExitCode {
@@ -92,11 +93,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("sluice-operator-{}", std::process::id())),
         }),
     };
+    let images = ImagePolicy::new(&args.allowed_image_prefixes);
+    for warning in images.warnings() {
+        tracing::warn!("{warning}");
+    }
+    if !images.allows_any() {
+        tracing::info!(prefixes = ?images.prefixes(), "pipelines may only run images with these prefixes");
+    }
     let settings = Settings {
         network: NetworkInputs {
             default_enabled: args.network_policy_default == OnOff::On,
             operator_namespace: Some(own_namespace_for_policies),
         },
+        images,
     };
     let result = sluice_operator::run_with(
         client,

@@ -495,7 +495,7 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
         ..Default::default()
     };
 
-    if let Err(message) = validate(ipl) {
+    if let Err(message) = validate(ipl).and_then(|()| ctx.settings.images.check(ipl)) {
         tracing::info!(pipeline = %key(ipl), %message, "invalid spec");
         obs.problem = Some(Problem::new("InvalidSpec", message));
         obs.workers = existing_sts

@@ -39,7 +39,7 @@ use sluice_operator::children::{
     self, CONFIG_FILE, CONFIG_HASH_ANNOTATION, CREDENTIALS_ANNOTATION,
 };
 use sluice_operator::metrics::Metrics;
-use sluice_operator::{IngestPipeline, RunOptions, Scope};
+use sluice_operator::{IngestPipeline, RunOptions, Scope, Settings};
 use sluice_testkit::kube_env::KubeEnv;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -75,6 +75,12 @@ impl Operator {
     /// Shared control plane (or `None`: skipped), a fresh namespace, the CRD installed
     /// and Established, and the operator watching that namespace.
     async fn start(ns: &str) -> Result<Option<Operator>> {
+        Operator::start_with(ns, Scope::Namespace(ns.to_string()), Settings::default()).await
+    }
+
+    /// [`Operator::start`] with another scope and operator-wide settings (the flags).
+    /// Only `ns` is created; the test creates the scope's other namespaces.
+    async fn start_with(ns: &str, scope: Scope, settings: Settings) -> Result<Option<Operator>> {
         let Some(env) = KubeEnv::shared_or_skip().await? else {
             return Ok(None);
         };
@@ -86,13 +92,14 @@ impl Operator {
         let health = Health::new();
         let (stop, stop_rx) = watch::channel(false);
         let opts = RunOptions {
-            scope: Scope::Namespace(ns.to_string()),
+            scope,
             leader: None,
             instance: Some(format!("operator-api-test-{ns}")),
         };
-        let task = tokio::spawn(sluice_operator::run(
+        let task = tokio::spawn(sluice_operator::run_with(
             client.clone(),
             opts,
+            settings,
             metrics.clone(),
             health.clone(),
             stop_rx,
@@ -1569,6 +1576,75 @@ async fn invalid_resources_are_rejected_by_the_schema() -> Result<()> {
             .is_none(),
         "no children for an invalid spec"
     );
+    op.shutdown().await
+}
+
+/// `--allowed-image-prefixes`: a pipeline with an image outside the allowed prefixes is
+/// Degraded InvalidSpec naming the image and the prefixes, and nothing is rolled out;
+/// moving it to an allowed image rolls it out.
+#[tokio::test]
+async fn images_outside_the_allowed_prefixes_are_refused() -> Result<()> {
+    let settings = Settings {
+        images: sluice_operator::images::ImagePolicy::new(["registry.test/sluice/"]),
+        ..Default::default()
+    };
+    let ns = "op-images";
+    let Some(op) = Operator::start_with(ns, Scope::Namespace(ns.into()), settings).await? else {
+        return Ok(());
+    };
+    op.create_secret().await?;
+    op.create_pipeline(&pipeline(json!({ "images": {
+        "worker": "registry.test/sluice/sluice-worker:1",
+        "generator": "registry.test/sluice-evil/sluice-generator:1",
+    } })))
+    .await?;
+    let ipl = op
+        .wait_status("Degraded InvalidSpec", CONVERGE, |ipl| {
+            cond_is(ipl, "Degraded", "True", "InvalidSpec")
+        })
+        .await?;
+    let message = condition(&ipl, "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    for part in [
+        "spec.images.generator",
+        "registry.test/sluice-evil/sluice-generator:1",
+        "registry.test/sluice/",
+    ] {
+        assert!(message.contains(part), "{part:?} not in {message:?}");
+    }
+    for name in [children::worker_name(NAME), children::generator_name(NAME)] {
+        assert!(
+            op.api::<StatefulSet>().get_opt(&name).await?.is_none()
+                && op.api::<Deployment>().get_opt(&name).await?.is_none(),
+            "nothing rolled out for a refused image ({name})"
+        );
+    }
+
+    op.patch_spec(json!({ "images": {
+        "generator": "registry.test/sluice/sluice-generator:1",
+    } }))
+    .await?;
+    let sts = wait_exists(
+        &op.api::<StatefulSet>(),
+        &children::worker_name(NAME),
+        CONVERGE,
+    )
+    .await?;
+    let image = sts
+        .spec
+        .template
+        .spec
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.image);
+    assert_eq!(
+        image.as_deref(),
+        Some("registry.test/sluice/sluice-worker:1")
+    );
+    op.wait_status("not InvalidSpec", CONVERGE, |ipl| {
+        !cond_is(ipl, "Degraded", "True", "InvalidSpec")
+    })
+    .await?;
     op.shutdown().await
 }
 
