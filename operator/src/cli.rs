@@ -24,6 +24,17 @@ pub struct Args {
     /// Watch IngestPipelines in all namespaces (needs the ClusterRole in deploy/rbac).
     #[arg(short = 'A', long, env = "SLUICE_ALL_NAMESPACES", global = true)]
     pub all_namespaces: bool,
+    /// Watch IngestPipelines in these namespaces only, comma-separated (one watch per
+    /// namespace: Roles in each of them suffice, no ClusterRole).
+    #[arg(
+        long,
+        env = "SLUICE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NAMESPACE",
+        global = true,
+        conflicts_with_all = ["namespace", "all_namespaces"]
+    )]
+    pub watch_namespaces: Vec<String>,
     /// Address for /metrics, /healthz and /readyz, or "none".
     #[arg(
         long,
@@ -144,6 +155,18 @@ mod tests {
         assert_eq!(a.leader_election, OnOff::Off);
         assert_eq!(a.metrics_addr().expect("addr"), None);
         assert!(Args::try_parse_from(["sluice-operator", "-A", "--namespace", "x"]).is_err());
+    }
+
+    #[test]
+    fn watch_namespaces_are_a_list_exclusive_of_the_other_scopes() {
+        let a =
+            Args::try_parse_from(["sluice-operator", "--watch-namespaces", "a,b"]).expect("parse");
+        assert_eq!(a.watch_namespaces, ["a", "b"]);
+        for other in [&["-A"][..], &["--namespace", "x"][..]] {
+            let mut argv = vec!["sluice-operator", "--watch-namespaces", "a"];
+            argv.extend_from_slice(other);
+            assert!(Args::try_parse_from(argv).is_err(), "{other:?}");
+        }
     }
 
     #[test]

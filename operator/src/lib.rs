@@ -4,6 +4,7 @@
 
 pub mod children;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod credentials;
 pub mod deletion;

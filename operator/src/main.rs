@@ -71,6 +71,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| client.default_namespace().to_string());
     let scope = if args.all_namespaces {
         Scope::All
+    } else if let Some(scope) = Scope::from_list(&args.watch_namespaces) {
+        scope
     } else {
         Scope::Namespace(
             args.namespace

@@ -6,18 +6,14 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, PersistentVolumeClaim, Secret, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{Endpoints, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -72,24 +68,7 @@ impl Error {
     }
 }
 
-/// Which namespaces the operator watches.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    Namespace(String),
-    All,
-}
-
-impl Scope {
-    fn api<K>(&self, client: &Client) -> Api<K>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-    {
-        match self {
-            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
-            Scope::All => Api::all(client.clone()),
-        }
-    }
-}
+pub use crate::controller::{Scope, run_controller};
 
 /// Figures last read for a pipeline: when (monotonic and wall clock) and what.
 type FiguresCache = HashMap<String, (Instant, Timestamp, Option<Figures>)>;
@@ -600,37 +579,6 @@ pub fn error_policy(ipl: Arc<IngestPipeline>, error: &Error, ctx: Arc<Context>) 
     let wait = backoff(n);
     tracing::warn!(pipeline = %key(&ipl), %error, failures = n, retry_in_s = wait.as_secs(), "reconcile failed");
     Action::requeue(wait)
-}
-
-/// Runs the controller until `shutdown` completes (in-flight reconciles then finish).
-pub async fn run_controller(
-    ctx: Arc<Context>,
-    scope: Scope,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let owned =
-        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    Controller::new(
-        scope.api::<IngestPipeline>(&client),
-        watcher::Config::default(),
-    )
-    .owns(scope.api::<ConfigMap>(&client), owned.clone())
-    .owns(scope.api::<ServiceAccount>(&client), owned.clone())
-    .owns(scope.api::<PersistentVolumeClaim>(&client), owned.clone())
-    .owns(scope.api::<Service>(&client), owned.clone())
-    .owns(scope.api::<Deployment>(&client), owned.clone())
-    .owns(scope.api::<StatefulSet>(&client), owned)
-    .with_config(controller::Config::default().debounce(Duration::from_millis(500)))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|res| async move {
-        match res {
-            Ok((obj, _)) => tracing::debug!(pipeline = %obj, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "controller event"),
-        }
-    })
-    .await;
 }
 
 #[cfg(test)]
