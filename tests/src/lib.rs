@@ -4,6 +4,7 @@
 
 pub mod bench_formats;
 pub mod bins;
+pub mod cpu;
 pub mod kube_env;
 pub mod local;
 pub mod pg;

@@ -228,6 +228,17 @@ async fn main() -> Result<()> {
             text.seconds / binary.seconds,
         );
     }
+    for (with_pk, _, run) in &results {
+        let per_row = |cpu: f64| cpu * 1e6 / valid_rows as f64;
+        println!(
+            "CPU per valid row, {}: worker {:.2} µs, PostgreSQL {:.2} µs (of {:.2} µs wall per row; {:.2} cores busy)",
+            if *with_pk { "with key" } else { "no key" },
+            per_row(run.worker_cpu_s),
+            per_row(run.server_cpu_s),
+            run.seconds * 1e6 / valid_rows as f64,
+            (run.worker_cpu_s + run.server_cpu_s) / run.seconds
+        );
+    }
     if let (Some(d), Some((_, copy_pk_s, _))) = (&dedupe, results.iter().find(|r| r.0)) {
         let rate = valid_rows as f64 / d.seconds;
         println!(
@@ -329,6 +340,9 @@ async fn bench_copy(pg: &PgCluster, psql: &Path, csv: &Path, with_pk: bool) -> R
 struct SluiceRun {
     seconds: f64,
     peak_rss_kib: u64,
+    /// CPU seconds the workers and the server used during the run.
+    worker_cpu_s: f64,
+    server_cpu_s: f64,
 }
 
 fn spawn_workers(
@@ -411,6 +425,15 @@ async fn bench_sluice(
     let procs = spawn_workers(root, &landing, db.url(), workers, tag, worker_args)?;
     wait_ready(&client).await?;
     client.batch_execute("CHECKPOINT").await?;
+    let server_pids = pg.server_pids()?;
+    let worker_cpu = || -> f64 {
+        procs
+            .iter()
+            .filter_map(|p| p.pid())
+            .filter_map(|pid| sluice_testkit::cpu::cpu_seconds(pid, false))
+            .sum()
+    };
+    let cpu_before = (worker_cpu(), sluice_testkit::cpu::server_cpu_seconds(&server_pids));
     let started = Instant::now();
     for m in &data.manifest {
         std::fs::rename(staging.join(&m.file), landing.join(&m.file))?;
@@ -418,6 +441,10 @@ async fn bench_sluice(
     let files = data.manifest.len() as i64;
     sluice_testkit::scenario::wait_ledger_files(&client, files, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();
+    // Backends that ended during the run are in the postmaster's reaped-children time.
+    let server_cpu_s =
+        sluice_testkit::cpu::server_cpu_seconds(&pg.server_pids()?) - cpu_before.1;
+    let worker_cpu_s = worker_cpu() - cpu_before.0;
     let loaded: i64 = client
         .query_one("SELECT count(*) FROM events", &[])
         .await?
@@ -434,6 +461,8 @@ async fn bench_sluice(
     Ok(SluiceRun {
         seconds,
         peak_rss_kib,
+        worker_cpu_s,
+        server_cpu_s,
     })
 }
 
