@@ -231,12 +231,13 @@ async fn main() -> Result<()> {
     for (with_pk, _, run) in &results {
         let per_row = |cpu: f64| cpu * 1e6 / valid_rows as f64;
         println!(
-            "CPU per valid row, {}: worker {:.2} µs, PostgreSQL {:.2} µs (of {:.2} µs wall per row; {:.2} cores busy)",
+            "CPU per valid row, {}: worker {:.2} µs, PostgreSQL {:.2} µs (of {:.2} µs wall per row; {:.2} cores busy); WAL {:.0} bytes per row",
             if *with_pk { "with key" } else { "no key" },
             per_row(run.worker_cpu_s),
             per_row(run.server_cpu_s),
             run.seconds * 1e6 / valid_rows as f64,
-            (run.worker_cpu_s + run.server_cpu_s) / run.seconds
+            (run.worker_cpu_s + run.server_cpu_s) / run.seconds,
+            run.wal_bytes / valid_rows as f64
         );
     }
     if let (Some(d), Some((_, copy_pk_s, _))) = (&dedupe, results.iter().find(|r| r.0)) {
@@ -343,6 +344,8 @@ struct SluiceRun {
     /// CPU seconds the workers and the server used during the run.
     worker_cpu_s: f64,
     server_cpu_s: f64,
+    /// WAL bytes the server wrote during the run.
+    wal_bytes: f64,
 }
 
 fn spawn_workers(
@@ -433,7 +436,14 @@ async fn bench_sluice(
             .filter_map(|pid| sluice_testkit::cpu::cpu_seconds(pid, false))
             .sum()
     };
-    let cpu_before = (worker_cpu(), sluice_testkit::cpu::server_cpu_seconds(&server_pids));
+    let cpu_before = (
+        worker_cpu(),
+        sluice_testkit::cpu::server_cpu_seconds(&server_pids),
+    );
+    let wal_before: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
     let started = Instant::now();
     for m in &data.manifest {
         std::fs::rename(staging.join(&m.file), landing.join(&m.file))?;
@@ -442,9 +452,15 @@ async fn bench_sluice(
     sluice_testkit::scenario::wait_ledger_files(&client, files, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();
     // Backends that ended during the run are in the postmaster's reaped-children time.
-    let server_cpu_s =
-        sluice_testkit::cpu::server_cpu_seconds(&pg.server_pids()?) - cpu_before.1;
+    let server_cpu_s = sluice_testkit::cpu::server_cpu_seconds(&pg.server_pids()?) - cpu_before.1;
     let worker_cpu_s = worker_cpu() - cpu_before.0;
+    let wal_bytes: f64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8",
+            &[&wal_before],
+        )
+        .await?
+        .get(0);
     let loaded: i64 = client
         .query_one("SELECT count(*) FROM events", &[])
         .await?
@@ -463,6 +479,7 @@ async fn bench_sluice(
         peak_rss_kib,
         worker_cpu_s,
         server_cpu_s,
+        wal_bytes,
     })
 }
 
