@@ -4,9 +4,9 @@ use anyhow::Context;
 use clap::Parser;
 use sluice_core::telemetry::{self, Health};
 use sluice_worker::cli::Args;
-use sluice_worker::tool_cli::{self, Output, ToolArgs, ToolCommand};
 use sluice_worker::metrics::Metrics;
 use sluice_worker::pipeline;
+use sluice_worker::tool_cli::{self, Output, ToolArgs, ToolCommand};
 
 /// glibc raises its mmap threshold each time a large buffer is freed, after which batch
 /// buffers (several MiB each) come from the heap and stay resident: peak RSS measured
@@ -38,35 +38,21 @@ fn main() -> ExitCode {
         return run_tool(ToolArgs::parse_from(argv));
     }
     let args = Args::parse();
-    if let Err(e) = telemetry::init_logging_from_flags(&args.log_format, &args.log_level) {
-        eprintln!("sluice-worker: {e}");
-        return ExitCode::from(2);
-    }
-    let metrics_addr = match args.metrics_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("sluice-worker: {e}");
-            return ExitCode::from(2);
-        }
+    let prepared = setting(telemetry::init_logging_from_flags(
+        &args.log_format,
+        &args.log_level,
+    ))
+    .and_then(|()| setting(args.metrics_addr()))
+    .and_then(|addr| Ok((addr, setting(args.into_settings())?)));
+    let (metrics_addr, settings) = match prepared {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    let settings = match args.into_settings() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("sluice-worker: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(4)
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2).max_blocking_threads(4);
+    let runtime = match runtime(builder) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("sluice-worker: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(run(settings, metrics_addr)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,26 +97,15 @@ fn run_tool(args: ToolArgs) -> ExitCode {
         | ToolCommand::Report { conn, .. }
         | ToolCommand::Quarantine { conn, .. } => conn,
     };
-    if let Err(e) = telemetry::init_logging_from_flags("text", &conn.log_level) {
-        eprintln!("sluice-worker: {e}");
-        return ExitCode::from(2);
-    }
-    let settings = match conn.settings() {
+    let prepared = setting(telemetry::init_logging_from_flags("text", &conn.log_level))
+        .and_then(|()| setting(conn.settings()));
+    let settings = match prepared {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("sluice-worker: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("sluice-worker: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(tool(&args.command, &settings)) {
         Ok(text) => {
@@ -142,6 +117,22 @@ fn run_tool(args: ToolArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A setting that could be read, or exit status 2 after saying what is wrong with it.
+fn setting<T>(read: Result<T, impl std::fmt::Display>) -> Result<T, ExitCode> {
+    read.map_err(|e| {
+        eprintln!("sluice-worker: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// The async runtime, or a failure exit status after saying why it cannot start.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("sluice-worker: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// The output of a one-shot command.
@@ -158,14 +149,11 @@ async fn tool(command: &ToolCommand, settings: &pipeline::Settings) -> anyhow::R
             filter,
             output,
         } => {
-            let landing = conn
-                .has_landing_dir()
-                .then(|| settings.landing_dir.clone());
+            let landing = conn.has_landing_dir().then(|| settings.landing_dir.clone());
             let mut layouts = replay::Layouts::new(landing);
-            let summary =
-                replay::replay(&mut client, settings, &filter.options(), &mut layouts)
-                    .await
-                    .context("replay stopped (the chunks reported before committed)")?;
+            let summary = replay::replay(&mut client, settings, &filter.options(), &mut layouts)
+                .await
+                .context("replay stopped (the chunks reported before committed)")?;
             Ok(match output {
                 Output::Text => summary.to_text(),
                 Output::Json => to_json(&summary)?,
