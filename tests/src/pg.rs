@@ -927,13 +927,7 @@ pub async fn listen(
     Client,
     tokio::sync::mpsc::UnboundedReceiver<(String, std::time::Instant)>,
 )> {
-    let (client, mut connection) =
-        tokio_postgres::connect(conn_string, NoTls)
-            .await
-            .map_err(|source| PgError::Connect {
-                target: conn_string.to_string(),
-                source,
-            })?;
+    let (client, mut connection) = open(conn_string).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -950,23 +944,32 @@ pub async fn listen(
     client
         .batch_execute(&format!("LISTEN {channel}"))
         .await
-        .map_err(|source| PgError::Connect {
-            target: conn_string.to_string(),
-            source,
-        })?;
+        .map_err(|source| connect_error(conn_string, source))?;
     Ok((client, rx))
+}
+
+async fn open(
+    conn_string: &str,
+) -> Result<(
+    Client,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+)> {
+    tokio_postgres::connect(conn_string, NoTls)
+        .await
+        .map_err(|source| connect_error(conn_string, source))
+}
+
+fn connect_error(conn_string: &str, source: tokio_postgres::Error) -> PgError {
+    PgError::Connect {
+        target: conn_string.to_string(),
+        source,
+    }
 }
 
 /// Connects with a libpq-style connection string or URL and spawns the connection task
 /// on the current tokio runtime.
 pub async fn connect(conn_string: &str) -> Result<Client> {
-    let (client, connection) =
-        tokio_postgres::connect(conn_string, NoTls)
-            .await
-            .map_err(|source| PgError::Connect {
-                target: conn_string.to_string(),
-                source,
-            })?;
+    let (client, connection) = open(conn_string).await?;
     tokio::spawn(async move {
         // Errors surface on the client's next call; the connection ending is normal
         // (client dropped, server restarted by the test).
