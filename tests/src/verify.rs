@@ -133,10 +133,19 @@ pub struct EventValues {
 }
 
 impl EventValues {
-    /// Parses a valid generated line (plain CSV, no quotes, no terminator) into its id
-    /// and values.
+    /// Parses a valid generated line (one CSV record, no terminator) into its id and
+    /// values. The `csv` crate reads it (RFC 4180 quoting), so the tests' expectation
+    /// does not depend on the worker's own splitter.
     pub fn parse_line(line: &str) -> Result<(Uuid, EventValues)> {
-        let f: Vec<&str> = line.split(',').collect();
+        let record = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .buffer_capacity(line.len().max(64))
+            .from_reader(line.as_bytes())
+            .records()
+            .next()
+            .context("an empty line")?
+            .context("not one CSV record")?;
+        let f: Vec<&str> = record.iter().collect();
         let [
             id,
             time,
@@ -720,6 +729,14 @@ mod tests {
         ] {
             assert_ne!(row_digest(&parsed), row_digest(&changed), "{changed:?}");
         }
+    }
+
+    #[test]
+    fn quoted_fields_are_read_as_csv() {
+        let line = "7f0c6a52-3f7e-4a8e-9a43-0c1d6f7d2b11,2026-11-25T10:00:00Z,42,\
+                    \"s,1 \"\"x\"\"\",purchase,9001,books,12.30,2";
+        let (_, v) = EventValues::parse_line(line).expect("parses");
+        assert_eq!(v.session_id, "s,1 \"x\"");
     }
 
     #[test]
