@@ -23,7 +23,7 @@ use crate::reader::{self, ReadResult};
 use crate::retry::Backoffs;
 use crate::settle::{Settle, settle};
 use crate::shared::Shared;
-use crate::source::{self, DirWatch, LandingDirs};
+use crate::source::{self, DirWatch, KeptListing, LandingDirs};
 use crate::validate::{Cleaned, Position};
 
 /// Transient read errors are retried this many times before a file is set aside.
@@ -104,50 +104,35 @@ impl Planner {
         let settings = self.shared.settings.clone();
         let watch = DirWatch::start(&settings.landing_dir);
         let poll = Duration::from_millis(settings.config.poll_interval_ms);
-        let claim_timeout = settings.claim_timeout();
+        let mut kept: Option<KeptListing> = None;
+        let mut after_go = false;
         loop {
             if *shutdown.borrow() {
                 return;
             }
             self.shared.watchdog.enter(Role::Planner);
             self.prune_archive_hourly();
-            let dir = settings.landing_dir.clone();
-            let listing = match tokio::task::spawn_blocking(move || source::list_landing(&dir))
-                .await
-            {
-                Ok(Ok(l)) => l,
-                Ok(Err(e)) => {
-                    tracing::error!(dir = %settings.landing_dir.display(), error = %e, "cannot list landing directory");
-                    Vec::new()
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "listing task failed");
-                    Vec::new()
-                }
-            };
-            let now = Instant::now();
-            self.others
-                .retain(|_, at| now.duration_since(*at) < claim_timeout);
-            let listed: HashSet<&str> = listing.iter().map(|c| c.name.as_str()).collect();
-            self.known_done.retain(|n, _| listed.contains(n.as_str()));
-            self.first_seen.retain(|n, _| listed.contains(n.as_str()));
-            self.read_retries.retain(|n| listed.contains(n.as_str()));
-            self.shared.forget_unsettled_except(&listed);
-            for c in &listing {
-                self.first_seen.entry(c.name.clone()).or_insert(now);
+            // After a batch, the next one comes from the rest of the kept listing; after
+            // a wait, or once stale, the directory is listed again (see KeptListing).
+            let reuse = after_go
+                && kept
+                    .as_ref()
+                    .is_some_and(|k| !k.is_stale(Instant::now(), poll));
+            if !reuse {
+                kept = Some(self.relist().await);
             }
-            self.update_backlog(&listing);
-
+            let mut selection = self.select(kept.as_ref());
+            if reuse {
+                // Files listed a while ago: drop those gone (another worker took them),
+                // take sizes anew; list again when nothing is left.
+                selection = self.restat(selection).await;
+                if selection.is_empty() {
+                    kept = Some(self.relist().await);
+                    selection = self.select(kept.as_ref());
+                }
+            }
+            let now = Instant::now();
             let limits = &settings.config.batch;
-            let selection: Vec<Candidate> = batch::select_alone(
-                &listing,
-                limits,
-                |n| self.skip(n, &listing, now),
-                |c| settings.input_kind(&c.name).is_compressed(),
-            )
-            .into_iter()
-            .cloned()
-            .collect();
             let oldest_seen = selection
                 .iter()
                 .filter_map(|c| self.first_seen.get(&c.name))
@@ -156,6 +141,7 @@ impl Planner {
             let refs: Vec<&Candidate> = selection.iter().collect();
             let decision = batch::decide(&refs, limits, oldest_seen, now);
             self.shared.watchdog.leave(Role::Planner);
+            after_go = decision == Decision::Go;
             match decision {
                 Decision::Idle => {
                     tokio::select! {
@@ -179,14 +165,78 @@ impl Planner {
                         _ = shutdown.changed() => return,
                     };
                     self.shared.watchdog.enter(Role::Planner);
+                    if let (Some(k), Some(last)) = (kept.as_mut(), selection.last()) {
+                        k.taken_through(&last.name);
+                    }
                     let work = self.plan_and_parse(selection, None).await;
                     self.shared.watchdog.leave(Role::Planner);
-                    if let Some(work) = work {
-                        permit.send(work);
+                    match work {
+                        Some(work) => permit.send(work),
+                        // Nothing to load (settled, taken, gone): look at the directory anew.
+                        None => after_go = false,
                     }
                 }
             }
         }
+    }
+
+    /// Lists the landing directory and brings the per-file bookkeeping up to date with
+    /// what is there (files gone are forgotten); an unreadable directory lists as empty.
+    async fn relist(&mut self) -> KeptListing {
+        let settings = self.shared.settings.clone();
+        let dir = settings.landing_dir.clone();
+        let started = Instant::now();
+        let listing = match tokio::task::spawn_blocking(move || source::list_landing(&dir)).await {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => {
+                tracing::error!(dir = %settings.landing_dir.display(), error = %e, "cannot list landing directory");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "listing task failed");
+                Vec::new()
+            }
+        };
+        let now = Instant::now();
+        let claim_timeout = settings.claim_timeout();
+        self.others
+            .retain(|_, at| now.duration_since(*at) < claim_timeout);
+        let listed: HashSet<&str> = listing.iter().map(|c| c.name.as_str()).collect();
+        self.known_done.retain(|n, _| listed.contains(n.as_str()));
+        self.first_seen.retain(|n, _| listed.contains(n.as_str()));
+        self.read_retries.retain(|n| listed.contains(n.as_str()));
+        self.shared.forget_unsettled_except(&listed);
+        for c in &listing {
+            self.first_seen.entry(c.name.clone()).or_insert(now);
+        }
+        self.update_backlog(&listing);
+        KeptListing::new(listing, now, now.duration_since(started))
+    }
+
+    /// `selection` as the files are now: those gone are dropped, sizes and times renewed.
+    async fn restat(&self, selection: Vec<Candidate>) -> Vec<Candidate> {
+        let dir = self.shared.settings.landing_dir.clone();
+        tokio::task::spawn_blocking(move || source::restat(&dir, selection))
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The next batch's files from the rest of the kept listing.
+    fn select(&self, kept: Option<&KeptListing>) -> Vec<Candidate> {
+        let Some(kept) = kept else {
+            return Vec::new();
+        };
+        let settings = &self.shared.settings;
+        let now = Instant::now();
+        batch::select_alone(
+            kept.remaining(),
+            &settings.config.batch,
+            |n| self.skip(n, kept.all(), now),
+            |c| settings.input_kind(&c.name).is_compressed(),
+        )
+        .into_iter()
+        .cloned()
+        .collect()
     }
 
     fn skip(&self, name: &str, listing: &[Candidate], now: Instant) -> bool {
