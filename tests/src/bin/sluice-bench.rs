@@ -75,6 +75,9 @@ struct Args {
     /// Keep the work directory afterwards.
     #[arg(long)]
     keep: bool,
+    /// The scale benchmark's flags (`--scale` runs it alone; see bench_scale).
+    #[command(flatten)]
+    scale: sluice_testkit::bench_scale::ScaleArgs,
 }
 
 #[tokio::main]
@@ -92,6 +95,22 @@ async fn main() -> Result<()> {
             .setting("max_wal_size", "4GB")
             .setting("checkpoint_timeout", "30min"),
     )?;
+    if args.scale.scale {
+        let bench = sluice_testkit::bench_scale::ScaleBench {
+            root: root.join("scale"),
+            args: args.scale.clone(),
+            bad_row_share: args.bad_row_share,
+            worker_args: args.worker_args.clone(),
+        };
+        let report = sluice_testkit::bench_scale::bench_scale(&pg, &bench).await?;
+        println!();
+        print!("{}", sluice_testkit::bench_scale::format_report(&report));
+        if args.keep {
+            let kept = work.keep();
+            eprintln!("kept {}", kept.display());
+        }
+        return Ok(());
+    }
     let psql = pg.pg_bin().join("psql");
     if !psql.exists() {
         bail!(
