@@ -87,7 +87,7 @@ impl DegradedCause {
     }
 
     /// The reason of the pipeline's Degraded condition (CamelCase, as Kubernetes uses).
-    pub fn condition_reason(self) -> &'static str {
+    pub const fn condition_reason(self) -> &'static str {
         match self {
             DegradedCause::LockTimeout => "WorkerLockTimeout",
             DegradedCause::StatementTimeout => "WorkerStatementTimeout",

@@ -10,6 +10,7 @@ use sluice_core::config::SslMode;
 
 use crate::children::{CNPG_APP_KEYS, SecretLayout};
 use crate::crd::{CloudNativePgRef, IngestPipeline, PostgresSpec};
+use crate::reason::Reason;
 use crate::reconcile::{Error, check_secret, secret_layout};
 use crate::status::Problem;
 use crate::tls::{CA_KEY, effective_sslmode};
@@ -145,7 +146,7 @@ pub fn check_cnpg(
     let c = &cluster.cluster;
     let problem = if !found {
         Some(Problem::new(
-            "PostgresClusterNotFound",
+            Reason::PostgresClusterNotFound,
             format!(
                 "CloudNativePG Cluster {c} (postgresql.cnpg.io/v1) not found in namespace {ns}: \
                  create it, or fix spec.postgres.cloudNativePG.cluster"
@@ -159,7 +160,7 @@ pub fn check_cnpg(
             };
             let Some(s) = s else {
                 return Some(Problem::new(
-                    "SecretNotFound",
+                    Reason::SecretNotFound,
                     format!(
                         "Secret {name} of CloudNativePG Cluster {c} not found in namespace {ns}: \
                          CloudNativePG creates it while bootstrapping the cluster"
@@ -169,7 +170,7 @@ pub fn check_cnpg(
             let lacking: Vec<&str> = keys.iter().copied().filter(|k| !has_key(s, k)).collect();
             (!lacking.is_empty()).then(|| {
                 Problem::new(
-                    "SecretIncomplete",
+                    Reason::SecretIncomplete,
                     format!(
                         "Secret {name} of CloudNativePG Cluster {c} in namespace {ns} lacks \
                          key(s) {}",
@@ -240,7 +241,7 @@ mod tests {
         let ca = secret(&["ca.crt", "ca.key"], "9");
         let c = check_cnpg(&pg(), "data", false, Some(&app), vf, Some(&ca));
         let p = c.problem.expect("no cluster");
-        assert_eq!(p.reason, "PostgresClusterNotFound");
+        assert_eq!(p.reason, Reason::PostgresClusterNotFound);
         assert!(
             p.message.contains("Cluster pg ") && p.message.contains("data"),
             "{}",
@@ -249,7 +250,7 @@ mod tests {
 
         let c = check_cnpg(&pg(), "data", true, None, vf, Some(&ca));
         let p = c.problem.expect("no app secret");
-        assert_eq!((p.reason, c.version), ("SecretNotFound", None));
+        assert_eq!((p.reason, c.version), (Reason::SecretNotFound, None));
         assert!(
             p.message
                 .starts_with("Secret pg-app of CloudNativePG Cluster pg"),
@@ -270,7 +271,7 @@ mod tests {
             Some(&ca),
         );
         let p = c.problem.expect("keys");
-        assert_eq!(p.reason, "SecretIncomplete");
+        assert_eq!(p.reason, Reason::SecretIncomplete);
         assert!(p.message.ends_with("password, dbname"), "{}", p.message);
 
         let c = check_cnpg(&pg(), "data", true, Some(&app), vf, Some(&ca));

@@ -15,28 +15,22 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::children;
 use crate::crd::IngestPipeline;
+use crate::reason::Reason;
 use crate::reconcile::{Context, Error};
 
 /// The operator's finalizer on every IngestPipeline.
 pub const FINALIZER: &str = "sluice.dev/backlog-check";
 
 /// Reason of the Warning Event recorded when a pipeline is deleted with a backlog.
-pub const DELETED_WITH_BACKLOG: &str = "DeletedWithBacklog";
+pub const DELETED_WITH_BACKLOG: &str = Reason::DeletedWithBacklog.as_str();
 
 /// The warning for a pipeline deleted with `backlog_files` landed files not loaded, or
 /// None when none were reported.
 pub fn backlog_warning(ipl: &IngestPipeline) -> Option<String> {
     let status = ipl.status.as_ref()?;
     let files = status.backlog_files.filter(|n| *n > 0)?;
-    let name = ipl.name_any();
-    let claim = ipl
-        .spec
-        .landing_zone
-        .existing_claim
-        .clone()
-        .unwrap_or_else(|| children::landing_claim_name(&name));
+    let claim = ipl.landing_claim_in_use();
     let lag = status
         .lag_seconds
         .map(|s| format!(", the oldest {s:.0} s old"))
@@ -132,7 +126,7 @@ pub async fn finish(ctx: &Context, ipl: &IngestPipeline, ns: &str) -> Result<Act
         tracing::warn!(pipeline = %format!("{ns}/{}", ipl.name_any()), %note, "deleted with a backlog");
         let ev = Event {
             type_: EventType::Warning,
-            reason: DELETED_WITH_BACKLOG.into(),
+            reason: Reason::DeletedWithBacklog.into(),
             note: Some(note.chars().take(1000).collect()),
             action: "Delete".into(),
             secondary: None,
@@ -161,7 +155,7 @@ async fn status_note(ctx: &Context, ipl: &IngestPipeline, ns: &str, note: &str) 
             c.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now);
         }
         c.status = "False".into();
-        c.reason = DELETED_WITH_BACKLOG.into();
+        c.reason = Reason::DeletedWithBacklog.into();
         c.message = note.to_string();
     }
     let api: Api<IngestPipeline> = Api::namespaced(ctx.client.clone(), ns);

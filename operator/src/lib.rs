@@ -17,6 +17,7 @@ pub mod metrics_scrape;
 pub mod monitoring;
 pub mod pdb;
 pub mod plugin;
+pub mod reason;
 pub mod reconcile;
 pub mod status;
 pub mod tls;

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
-use crate::children::{pod_monitor, pod_monitor_name};
+use crate::children::pod_monitor;
 use crate::crd::{FIELD_MANAGER, IngestPipeline};
+use crate::reason::Reason;
 use crate::reconcile::Error;
 
 /// The condition type.
@@ -32,7 +33,7 @@ const ABSENT_TTL: Duration = Duration::from_secs(60);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MonitoringState {
     pub ok: bool,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -81,7 +82,7 @@ impl PodMonitorApi {
 fn missing() -> MonitoringState {
     MonitoringState {
         ok: false,
-        reason: "PodMonitorCRDMissing",
+        reason: Reason::PodMonitorCRDMissing,
         message: "spec.monitoring.podMonitor.enabled is true, but the API server serves no \
                   monitoring.coreos.com/v1 PodMonitor: install the Prometheus Operator (or \
                   its CRDs); the PodMonitor is made as soon as it is served"
@@ -102,7 +103,7 @@ pub async fn sync(
     }
     let pm: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &PodMonitorApi::resource());
-    let name = pod_monitor_name(&ipl.name_any());
+    let name = ipl.pod_monitor_name();
     let fail = |source| Error::Apply {
         kind: "PodMonitor".into(),
         name: name.clone(),
@@ -120,7 +121,7 @@ pub async fn sync(
             match applied {
                 Ok(_) => Ok(Some(MonitoringState {
                     ok: true,
-                    reason: "PodMonitorApplied",
+                    reason: Reason::PodMonitorApplied,
                     message: format!(
                         "PodMonitor {name} selects the workers and the generator (port metrics)"
                     ),

@@ -24,6 +24,7 @@ use crate::children::{self, BuildInputs, MANAGED_BY};
 use crate::crd::{FIELD_MANAGER, IngestPipeline};
 use crate::metrics::Metrics;
 use crate::metrics_scrape::{self, Figures};
+use crate::reason::Reason;
 use crate::status::{self, Observed, Problem, Rollout};
 use crate::validate::validate;
 
@@ -169,7 +170,7 @@ pub fn check_secret(
     let Some(secret) = secret else {
         return (
             Some(Problem::new(
-                "SecretNotFound",
+                Reason::SecretNotFound,
                 format!(
                     "Secret {name} not found in namespace {namespace}: create it with key uri \
                      (postgres://user:password@host:5432/db) or keys host, port, dbname, user, password"
@@ -183,7 +184,7 @@ pub fn check_secret(
     if !has("uri") && !has("host") {
         return (
             Some(Problem::new(
-                "SecretIncomplete",
+                Reason::SecretIncomplete,
                 format!(
                     "Secret {name} in namespace {namespace} has neither key uri nor key host: add \
                      uri (postgres://user:password@host:5432/db) or host, port, dbname, user and password"
@@ -195,7 +196,7 @@ pub fn check_secret(
     if ipl.spec.postgres.sslmode == Some(SslMode::VerifyFull) && !has(crate::tls::CA_KEY) {
         return (
             Some(Problem::new(
-                "SecretIncomplete",
+                Reason::SecretIncomplete,
                 format!(
                     "sslmode verify-full needs the server's CA certificate: add key ca.crt to \
                      Secret {name} in namespace {namespace}, or use sslmode require"
@@ -245,11 +246,7 @@ async fn sync_network_policies(
         return Ok(());
     }
     let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
-    let name = ipl.name_any();
-    for n in [
-        children::worker_name(&name),
-        children::generator_name(&name),
-    ] {
+    for n in [ipl.worker_name(), ipl.generator_name()] {
         let fail = |source| Error::Apply {
             kind: "NetworkPolicy".into(),
             name: n.clone(),
@@ -332,7 +329,7 @@ fn worker_problem(f: &Figures) -> Option<Problem> {
     let first = f.degraded.iter().next()?;
     let all: Vec<&str> = f.degraded.iter().map(|c| c.code()).collect();
     Some(Problem::new(
-        first.condition_reason(),
+        Reason::Worker(*first),
         format!("Workers report {}: {}", all.join(", "), first.advice()),
     ))
 }
@@ -351,7 +348,7 @@ async fn figures(ctx: &Context, ipl: &IngestPipeline, ns: &str) -> (Option<Figur
         return (f, ts);
     }
     let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), ns);
-    let svc = children::service_name(&ipl.name_any());
+    let svc = ipl.service_name();
     let addrs = match api.get_opt(&svc).await {
         Ok(Some(ep)) => metrics_scrape::addresses(&ep, "metrics"),
         Ok(None) => Vec::new(),
@@ -382,7 +379,7 @@ async fn publish(ctx: &Context, ipl: &IngestPipeline, t: &status::Transition) {
         } else {
             EventType::Normal
         },
-        reason: t.reason.clone(),
+        reason: t.reason.into(),
         note: Some(t.note.chars().take(1000).collect()),
         action: "Reconcile".into(),
         secondary: None,
@@ -459,11 +456,11 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
     let client = &ctx.client;
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let existing_sts = sts_api
-        .get_opt(&children::worker_name(&name))
+        .get_opt(&ipl.worker_name())
         .await
         .map_err(|source| Error::Apply {
             kind: "StatefulSet".into(),
-            name: children::worker_name(&name),
+            name: ipl.worker_name(),
             source,
         })?;
 
@@ -476,13 +473,13 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
 
     if let Err(message) = validate(ipl).and_then(|()| ctx.settings.images.check(ipl)) {
         tracing::info!(pipeline = %key(ipl), %message, "invalid spec");
-        obs.problem = Some(Problem::new("InvalidSpec", message));
+        obs.problem = Some(Problem::new(Reason::InvalidSpec, message));
         obs.workers = existing_sts
             .as_ref()
             .map(Rollout::of_stateful_set)
             .unwrap_or_default();
         let dep_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-        if let Ok(Some(d)) = dep_api.get_opt(&children::generator_name(&name)).await {
+        if let Ok(Some(d)) = dep_api.get_opt(&ipl.generator_name()).await {
             obs.generator = Rollout::of_deployment(&d);
         }
         write_status(ctx, ipl, &ns, &obs, now_seconds()).await?;
@@ -504,7 +501,7 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
             ipl,
             &status::Transition {
                 warning: true,
-                reason: "CheckpointSettingsFixed".into(),
+                reason: Reason::CheckpointSettingsFixed,
                 note: "spec.checkpoints cannot change once the workers exist (StatefulSet \
                        claim templates are immutable); the existing checkpoint volumes are kept"
                     .into(),
@@ -527,7 +524,7 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
             &ctx.pdb,
             ipl,
             &ns,
-            &children::worker_name(&name),
+            &ipl.worker_name(),
             built.disruption_budget.as_ref(),
         )
         .await?;
@@ -539,7 +536,7 @@ async fn reconcile_inner(ipl: &IngestPipeline, ctx: &Context) -> Result<Action, 
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(pipeline = %key(ipl), error = %e, "apply failed");
-            obs.problem = Some(Problem::new("ApplyFailed", e.to_string()));
+            obs.problem = Some(Problem::new(Reason::ApplyFailed, e.to_string()));
             obs.workers = existing_sts
                 .as_ref()
                 .map(Rollout::of_stateful_set)
@@ -604,7 +601,7 @@ mod tests {
     fn secret_missing_says_so() {
         let (p, v) = check_secret(None, &sample(), "data");
         let p = p.expect("problem");
-        assert_eq!(p.reason, "SecretNotFound");
+        assert_eq!(p.reason, Reason::SecretNotFound);
         assert!(
             p.message
                 .starts_with("Secret pg-credentials not found in namespace data"),
@@ -622,7 +619,7 @@ mod tests {
         let (p, _) = check_secret(Some(&secret(&["host", "password"])), &sample(), "data");
         assert_eq!(p, None);
         let (p, _) = check_secret(Some(&secret(&["password"])), &sample(), "data");
-        assert_eq!(p.expect("incomplete").reason, "SecretIncomplete");
+        assert_eq!(p.expect("incomplete").reason, Reason::SecretIncomplete);
         let mut ipl = sample();
         ipl.spec.postgres.sslmode = Some(SslMode::VerifyFull);
         let (p, _) = check_secret(Some(&secret(&["uri"])), &ipl, "data");
@@ -680,7 +677,7 @@ mod worker_problem_tests {
         assert_eq!(worker_problem(&f), None);
         f.degraded = [DegradedCause::PermissionDenied, DegradedCause::LockTimeout].into();
         let p = worker_problem(&f).expect("problem");
-        assert_eq!(p.reason, "WorkerLockTimeout");
+        assert_eq!(p.reason, Reason::Worker(DegradedCause::LockTimeout));
         assert!(
             p.message.contains("lock_timeout, permission_denied"),
             "{}",

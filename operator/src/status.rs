@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::IngestPipelineStatus;
 use crate::metrics_scrape::Figures;
+use crate::reason::Reason;
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
@@ -19,13 +20,14 @@ pub const SUSPENDED: &str = "Suspended";
 /// A problem that makes the pipeline Degraded, most important first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// CamelCase reason: InvalidSpec, SecretNotFound, SecretIncomplete, ApplyFailed.
-    pub reason: &'static str,
+    /// InvalidSpec, SecretNotFound, SecretIncomplete, PostgresClusterNotFound,
+    /// ApplyFailed or a worker-reported cause.
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Problem {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Problem {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Problem {
         Problem {
             reason,
             message: message.into(),
@@ -119,7 +121,7 @@ pub fn compute(
     now: Timestamp,
 ) -> IngestPipelineStatus {
     let prev_conditions: &[Condition] = prev.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
-    let cond = |type_: &str, status: bool, reason: &str, message: String| {
+    let cond = |type_: &str, status: bool, reason: Reason, message: String| {
         condition(
             prev_conditions,
             type_,
@@ -135,13 +137,13 @@ pub fn compute(
     let invalid = obs
         .problem
         .as_ref()
-        .is_some_and(|p| p.reason == "InvalidSpec");
+        .is_some_and(|p| p.reason == Reason::InvalidSpec);
 
     let ready = if obs.suspended {
         cond(
             READY,
             false,
-            "Suspended",
+            Reason::Suspended,
             "The pipeline is suspended".into(),
         )
     } else if let Some(p) = &obs.problem {
@@ -150,14 +152,14 @@ pub fn compute(
         cond(
             READY,
             false,
-            "WorkersNotReady",
+            Reason::WorkersNotReady,
             format!("{} of {} workers ready", w.ready, w.desired),
         )
     } else if g.desired > 0 && g.ready < g.desired {
         cond(
             READY,
             false,
-            "GeneratorNotReady",
+            Reason::GeneratorNotReady,
             "The generator is not ready yet".into(),
         )
     } else {
@@ -169,7 +171,7 @@ pub fn compute(
         cond(
             READY,
             true,
-            "AllReady",
+            Reason::AllReady,
             format!("{} of {} workers ready{gen_note}", w.ready, w.desired),
         )
     };
@@ -186,14 +188,14 @@ pub fn compute(
         cond(
             PROGRESSING,
             false,
-            "InvalidSpec",
+            Reason::InvalidSpec,
             "Nothing is rolled out until the spec is fixed (see Degraded)".into(),
         )
     } else if !w.settled() || !g.settled() {
         cond(
             PROGRESSING,
             true,
-            "RollingOut",
+            Reason::RollingOut,
             format!(
                 "Workers {}/{} ready{}, generator {}/{} ready{}",
                 w.ready,
@@ -208,25 +210,35 @@ pub fn compute(
         cond(
             PROGRESSING,
             false,
-            "RolledOut",
+            Reason::RolledOut,
             "All pods run the current spec".into(),
         )
     };
 
     let degraded = match &obs.problem {
         Some(p) => cond(DEGRADED, true, p.reason, p.message.clone()),
-        None => cond(DEGRADED, false, "AsExpected", "No problems found".into()),
+        None => cond(
+            DEGRADED,
+            false,
+            Reason::AsExpected,
+            "No problems found".into(),
+        ),
     };
 
     let suspended = if obs.suspended {
         cond(
             SUSPENDED,
             true,
-            "Suspended",
+            Reason::Suspended,
             "spec.suspend is true: the generator and workers are scaled to zero".into(),
         )
     } else {
-        cond(SUSPENDED, false, "Running", "spec.suspend is false".into())
+        cond(
+            SUSPENDED,
+            false,
+            Reason::Running,
+            "spec.suspend is false".into(),
+        )
     };
 
     let mut status = IngestPipelineStatus {
@@ -281,7 +293,7 @@ pub fn condition(
     prev: &[Condition],
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: String,
     generation: Option<i64>,
     now: Timestamp,
@@ -311,7 +323,7 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
     pub warning: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub note: String,
 }
 
@@ -328,15 +340,18 @@ pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<Transition> {
     };
     if let Some(d) = changed(DEGRADED) {
         if d.status == "True" {
-            out.push(Transition {
-                warning: true,
-                reason: d.reason.clone(),
-                note: d.message.clone(),
-            });
+            // `new` comes from `compute`: its reasons are the operator's.
+            if let Some(reason) = Reason::parse(&d.reason) {
+                out.push(Transition {
+                    warning: true,
+                    reason,
+                    note: d.message.clone(),
+                });
+            }
         } else if find(old, DEGRADED).is_some_and(|o| o.status == "True") {
             out.push(Transition {
                 warning: false,
-                reason: "Recovered".into(),
+                reason: Reason::Recovered,
                 note: "The problem is gone".into(),
             });
         }
@@ -346,13 +361,13 @@ pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<Transition> {
         if s.status == "True" {
             out.push(Transition {
                 warning: false,
-                reason: "Suspended".into(),
+                reason: Reason::Suspended,
                 note: s.message.clone(),
             });
         } else if was == Some("True") {
             out.push(Transition {
                 warning: false,
-                reason: "Resumed".into(),
+                reason: Reason::Resumed,
                 note: "spec.suspend is false: scaling back up".into(),
             });
         }
@@ -362,13 +377,13 @@ pub fn transitions(old: &[Condition], new: &[Condition]) -> Vec<Transition> {
         if r.status == "True" && !was_ready {
             out.push(Transition {
                 warning: false,
-                reason: "Ready".into(),
+                reason: Reason::Ready,
                 note: r.message.clone(),
             });
         } else if r.status != "True" && was_ready {
             out.push(Transition {
                 warning: true,
-                reason: "NotReady".into(),
+                reason: Reason::NotReady,
                 note: r.message.clone(),
             });
         }
@@ -410,7 +425,7 @@ mod tests {
         let s = compute(None, &running(2), t(0));
         let ready = status_of(&s, READY);
         assert_eq!(ready.status, "True");
-        assert_eq!(ready.reason, "AllReady");
+        assert_eq!(ready.reason, Reason::AllReady.as_str());
         assert_eq!(ready.observed_generation, Some(3));
         assert_eq!(status_of(&s, PROGRESSING).status, "False");
         assert_eq!(status_of(&s, DEGRADED).status, "False");
@@ -428,7 +443,7 @@ mod tests {
         let s = compute(None, &obs, t(0));
         let ready = status_of(&s, READY);
         assert_eq!(ready.status, "True");
-        assert_eq!(ready.reason, "AllReady");
+        assert_eq!(ready.reason, Reason::AllReady.as_str());
         assert_eq!(
             ready.message,
             "2 of 2 workers ready, generator ready; sslmode disable: not encrypted"
@@ -457,18 +472,18 @@ mod tests {
     fn missing_secret_is_degraded_with_the_message() {
         let mut obs = running(0);
         obs.problem = Some(Problem::new(
-            "SecretNotFound",
+            Reason::SecretNotFound,
             "Secret pg-credentials not found in namespace data",
         ));
         let s = compute(None, &obs, t(0));
         let d = status_of(&s, DEGRADED);
         assert_eq!(d.status, "True");
-        assert_eq!(d.reason, "SecretNotFound");
+        assert_eq!(d.reason, Reason::SecretNotFound.as_str());
         assert_eq!(
             d.message,
             "Secret pg-credentials not found in namespace data"
         );
-        assert_eq!(status_of(&s, READY).reason, "SecretNotFound");
+        assert_eq!(status_of(&s, READY).reason, Reason::SecretNotFound.as_str());
     }
 
     #[test]
@@ -480,7 +495,7 @@ mod tests {
         obs.generator.ready = 0;
         let s = compute(None, &obs, t(0));
         assert_eq!(status_of(&s, SUSPENDED).status, "True");
-        assert_eq!(status_of(&s, READY).reason, "Suspended");
+        assert_eq!(status_of(&s, READY).reason, Reason::Suspended.as_str());
         assert_eq!(status_of(&s, PROGRESSING).status, "False");
         assert_eq!(s.workers.as_deref(), Some("0/0"));
         assert!(!s.generator_ready);
@@ -534,20 +549,26 @@ mod tests {
     fn transitions_give_events() {
         let healthy = compute(None, &running(2), t(0));
         let mut obs = running(2);
-        obs.problem = Some(Problem::new("SecretNotFound", "Secret pg not found"));
+        obs.problem = Some(Problem::new(Reason::SecretNotFound, "Secret pg not found"));
         let broken = compute(Some(&healthy), &obs, t(1));
         let ev = transitions(&healthy.conditions, &broken.conditions);
-        assert!(ev.iter().any(|e| e.warning && e.reason == "SecretNotFound"));
-        assert!(ev.iter().any(|e| e.reason == "NotReady"));
+        assert!(
+            ev.iter()
+                .any(|e| e.warning && e.reason == Reason::SecretNotFound)
+        );
+        assert!(ev.iter().any(|e| e.reason == Reason::NotReady));
         let fixed = compute(Some(&broken), &running(2), t(2));
         let ev = transitions(&broken.conditions, &fixed.conditions);
-        assert!(ev.iter().any(|e| !e.warning && e.reason == "Recovered"));
-        assert!(ev.iter().any(|e| e.reason == "Ready"));
+        assert!(
+            ev.iter()
+                .any(|e| !e.warning && e.reason == Reason::Recovered)
+        );
+        assert!(ev.iter().any(|e| e.reason == Reason::Ready));
         assert!(transitions(&fixed.conditions, &fixed.conditions).is_empty());
         // First reconcile of a healthy pipeline: only "Ready".
         let ev = transitions(&[], &healthy.conditions);
         assert_eq!(ev.len(), 1);
-        assert_eq!(ev[0].reason, "Ready");
+        assert_eq!(ev[0].reason, Reason::Ready);
     }
 
     #[test]

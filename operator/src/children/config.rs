@@ -1,7 +1,6 @@
 //! The ConfigMap the pods read their settings from (`--config`), and its hash.
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use sluice_core::config::{PipelineConfig, SslMode};
 
@@ -51,9 +50,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 pub fn config_map(ipl: &IngestPipeline, json: String) -> ConfigMap {
-    let name = ipl.name_any();
     ConfigMap {
-        metadata: meta(ipl, config_map_name(&name), "config"),
+        metadata: meta(ipl, ipl.config_map_name(), "config"),
         data: Some([(CONFIG_FILE.to_string(), json)].into()),
         ..Default::default()
     }

@@ -4,7 +4,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
-use super::{meta, selector_labels, worker_name};
+use super::{meta, selector_labels};
 use crate::crd::IngestPipeline;
 
 /// The PodDisruptionBudget `<pipeline>-worker` over the worker pods, or None when
@@ -16,7 +16,7 @@ pub fn disruption_budget(ipl: &IngestPipeline) -> Option<PodDisruptionBudget> {
     }
     let name = ipl.name_any();
     Some(PodDisruptionBudget {
-        metadata: meta(ipl, worker_name(&name), "worker"),
+        metadata: meta(ipl, ipl.worker_name(), "worker"),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(db.max_unavailable.clone()),
             selector: Some(LabelSelector {

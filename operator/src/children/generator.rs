@@ -39,7 +39,7 @@ pub fn generator(ipl: &IngestPipeline, config_hash: &str) -> Deployment {
         ..Default::default()
     };
     let mut obj = Deployment {
-        metadata: meta(ipl, generator_name(&name), "generator"),
+        metadata: meta(ipl, ipl.generator_name(), "generator"),
         spec: DeploymentSpec {
             replicas: Some(replicas),
             // Never two generators at once: they would write the same seeded files.
@@ -58,7 +58,7 @@ pub fn generator(ipl: &IngestPipeline, config_hash: &str) -> Deployment {
                     [(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())].into(),
                 ),
                 spec: Some(PodSpec {
-                    service_account_name: Some(service_account_name(&name)),
+                    service_account_name: Some(ipl.service_account_name()),
                     automount_service_account_token: Some(false),
                     security_context: Some(pod_security_context()),
                     affinity: affinity(ipl),

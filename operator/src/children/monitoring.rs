@@ -48,7 +48,7 @@ pub fn pod_monitor(ipl: &IngestPipeline) -> Option<Value> {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
         "metadata": {
-            "name": pod_monitor_name(&name),
+            "name": ipl.pod_monitor_name(),
             "namespace": ipl.namespace(),
             "labels": all_labels,
             "ownerReferences": owner_ref(ipl),

@@ -11,7 +11,8 @@ pub const APP_NAME: &str = "sluice";
 
 pub const MANAGED_BY: &str = "sluice-operator";
 
-/// Names of a pipeline's children.
+/// Names of a pipeline's children, from the pipeline's name (the methods on
+/// [`IngestPipeline`] below are the same names, for a pipeline at hand).
 pub fn config_map_name(p: &str) -> String {
     format!("{p}-config")
 }
@@ -35,6 +36,54 @@ pub fn service_name(p: &str) -> String {
 
 pub fn service_account_name(p: &str) -> String {
     format!("{p}-sluice")
+}
+
+/// The names of a pipeline's children.
+impl IngestPipeline {
+    /// The ConfigMap holding the workers' and the generator's configuration.
+    pub fn config_map_name(&self) -> String {
+        config_map_name(&self.name_any())
+    }
+
+    /// The landing claim the operator makes (when `spec.landingZone.existingClaim` is
+    /// unset).
+    pub fn landing_claim_name(&self) -> String {
+        landing_claim_name(&self.name_any())
+    }
+
+    /// The landing claim the pods mount: `spec.landingZone.existingClaim`, else ours.
+    pub fn landing_claim_in_use(&self) -> String {
+        self.spec
+            .landing_zone
+            .existing_claim
+            .clone()
+            .unwrap_or_else(|| self.landing_claim_name())
+    }
+
+    /// The generator's Deployment (and its NetworkPolicy).
+    pub fn generator_name(&self) -> String {
+        generator_name(&self.name_any())
+    }
+
+    /// The workers' StatefulSet (and their PodDisruptionBudget and NetworkPolicy).
+    pub fn worker_name(&self) -> String {
+        worker_name(&self.name_any())
+    }
+
+    /// The headless metrics Service (the StatefulSet's `serviceName`).
+    pub fn service_name(&self) -> String {
+        service_name(&self.name_any())
+    }
+
+    /// The ServiceAccount the pods run as (unless the pod template names one).
+    pub fn service_account_name(&self) -> String {
+        service_account_name(&self.name_any())
+    }
+
+    /// The PodMonitor (`spec.monitoring.podMonitor`).
+    pub fn pod_monitor_name(&self) -> String {
+        super::pod_monitor_name(&self.name_any())
+    }
 }
 
 /// The four recommended labels; `component` is worker, generator, config, landing,
@@ -112,6 +161,22 @@ mod tests {
             assert_eq!(owners[0].uid, "1234-uid");
             assert_eq!(owners[0].controller, Some(true));
         }
+    }
+
+    #[test]
+    fn the_methods_give_the_same_names() {
+        let mut ipl = sample();
+        assert_eq!(ipl.config_map_name(), config_map_name("shop"));
+        assert_eq!(ipl.landing_claim_name(), "shop-landing");
+        assert_eq!(ipl.landing_claim_in_use(), "shop-landing");
+        assert_eq!(ipl.generator_name(), "shop-generator");
+        assert_eq!(ipl.worker_name(), worker_name("shop"));
+        assert_eq!(ipl.service_name(), "shop-worker");
+        assert_eq!(ipl.service_account_name(), "shop-sluice");
+        assert_eq!(ipl.pod_monitor_name(), pod_monitor_name("shop"));
+        ipl.spec.landing_zone.existing_claim = Some("kept".into());
+        assert_eq!(ipl.landing_claim_in_use(), "kept");
+        assert_eq!(ipl.landing_claim_name(), "shop-landing");
     }
 
     #[test]

@@ -10,10 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{
-    APP_NAME, GENERATOR_METRICS_PORT, WORKER_METRICS_PORT, generator_name, meta, selector_labels,
-    worker_name,
-};
+use super::{APP_NAME, GENERATOR_METRICS_PORT, WORKER_METRICS_PORT, meta, selector_labels};
 use crate::crd::IngestPipeline;
 
 /// What the policies depend on besides the resource.
@@ -110,7 +107,6 @@ pub fn network_policies(ipl: &IngestPipeline, inputs: &NetworkInputs) -> Vec<Net
         return Vec::new();
     }
     let np = &ipl.spec.network_policy;
-    let name = ipl.name_any();
     let dns = NetworkPolicyEgressRule {
         to: None,
         ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
@@ -122,7 +118,7 @@ pub fn network_policies(ipl: &IngestPipeline, inputs: &NetworkInputs) -> Vec<Net
     vec![
         policy(
             ipl,
-            worker_name(&name),
+            ipl.worker_name(),
             "worker",
             metrics_ingress(ipl, inputs, WORKER_METRICS_PORT),
             vec![dns, postgres],
@@ -130,7 +126,7 @@ pub fn network_policies(ipl: &IngestPipeline, inputs: &NetworkInputs) -> Vec<Net
         // The generator only writes to its volume: no egress rule, nothing goes out.
         policy(
             ipl,
-            generator_name(&name),
+            ipl.generator_name(),
             "generator",
             metrics_ingress(ipl, inputs, GENERATOR_METRICS_PORT),
             Vec::new(),

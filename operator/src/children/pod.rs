@@ -24,7 +24,7 @@ pub(crate) fn config_volume(ipl: &IngestPipeline) -> Volume {
     Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(&ipl.name_any()),
+            name: ipl.config_map_name(),
             ..Default::default()
         }),
         ..Default::default()

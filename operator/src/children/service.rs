@@ -8,9 +8,8 @@ use super::*;
 use crate::crd::IngestPipeline;
 
 pub fn service_account(ipl: &IngestPipeline) -> ServiceAccount {
-    let name = ipl.name_any();
     ServiceAccount {
-        metadata: meta(ipl, service_account_name(&name), "pods"),
+        metadata: meta(ipl, ipl.service_account_name(), "pods"),
         automount_service_account_token: Some(false),
         ..Default::default()
     }
@@ -19,7 +18,7 @@ pub fn service_account(ipl: &IngestPipeline) -> ServiceAccount {
 pub fn service(ipl: &IngestPipeline) -> Service {
     let name = ipl.name_any();
     Service {
-        metadata: meta(ipl, service_name(&name), "metrics"),
+        metadata: meta(ipl, ipl.service_name(), "metrics"),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             // Not-ready workers (e.g. PostgreSQL unreachable) still report their backlog.

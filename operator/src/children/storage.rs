@@ -22,8 +22,7 @@ pub fn landing_claim(ipl: &IngestPipeline) -> Option<PersistentVolumeClaim> {
     if lz.existing_claim.is_some() {
         return None;
     }
-    let name = ipl.name_any();
-    let mut metadata = meta(ipl, landing_claim_name(&name), "landing");
+    let mut metadata = meta(ipl, ipl.landing_claim_name(), "landing");
     if !lz.delete_claim {
         // Without an owner the garbage collector leaves the claim, and the files not yet
         // loaded on it, when the pipeline is deleted.
@@ -45,12 +44,7 @@ pub fn landing_claim(ipl: &IngestPipeline) -> Option<PersistentVolumeClaim> {
 }
 
 pub(crate) fn landing_volume(ipl: &IngestPipeline) -> Volume {
-    let claim = ipl
-        .spec
-        .landing_zone
-        .existing_claim
-        .clone()
-        .unwrap_or_else(|| landing_claim_name(&ipl.name_any()));
+    let claim = ipl.landing_claim_in_use();
     Volume {
         name: "landing".into(),
         persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {

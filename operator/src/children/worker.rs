@@ -143,10 +143,10 @@ pub fn worker(ipl: &IngestPipeline, config_hash: &str, inputs: &BuildInputs) -> 
         .unwrap_or(i64::MAX / 2)
         .saturating_add(10);
     let mut obj = StatefulSet {
-        metadata: meta(ipl, worker_name(&name), "worker"),
+        metadata: meta(ipl, ipl.worker_name(), "worker"),
         spec: StatefulSetSpec {
             replicas: Some(replicas),
-            service_name: Some(service_name(&name)),
+            service_name: Some(ipl.service_name()),
             // Workers are independent: start and stop them all at once.
             pod_management_policy: Some("Parallel".into()),
             selector: LabelSelector {
@@ -156,7 +156,7 @@ pub fn worker(ipl: &IngestPipeline, config_hash: &str, inputs: &BuildInputs) -> 
             template: PodTemplateSpec {
                 metadata: template_meta(ipl, "worker", annotations),
                 spec: Some(PodSpec {
-                    service_account_name: Some(service_account_name(&name)),
+                    service_account_name: Some(ipl.service_account_name()),
                     automount_service_account_token: Some(false),
                     security_context: Some(pod_security_context()),
                     affinity: affinity(ipl),

@@ -11,7 +11,7 @@ pub fn status_text(v: &StatusView) -> String {
     let ready = v
         .conditions
         .iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == crate::status::READY)
         .map_or("Unknown", |c| c.status.as_str());
     let _ = writeln!(
         out,

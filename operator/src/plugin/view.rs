@@ -249,7 +249,7 @@ pub(crate) mod tests {
             conditions: vec![Condition {
                 type_: "Ready".into(),
                 status: "False".into(),
-                reason: "WorkersNotReady".into(),
+                reason: crate::reason::Reason::WorkersNotReady.into(),
                 message: "1 of 2 workers ready".into(),
                 last_transition_time: time("2026-11-25T10:00:00Z"),
                 observed_generation: None,
@@ -362,7 +362,10 @@ pub(crate) mod tests {
     #[test]
     fn conditions_keep_their_reasons_and_only_the_last_events_are_kept() {
         let v = sample_view();
-        assert_eq!(v.conditions[0].reason, "WorkersNotReady");
+        assert_eq!(
+            v.conditions[0].reason,
+            crate::reason::Reason::WorkersNotReady.as_str()
+        );
         let reasons: Vec<&str> = v.events.iter().map(|e| e.reason.as_str()).collect();
         assert_eq!(reasons, ["Newer", "Newest"]);
         let json = serde_json::to_value(&v).expect("json");
