@@ -991,10 +991,7 @@ async fn copy_rows(client: &Client, table: &str, data: Vec<u8>) -> Result<u64, S
 }
 
 async fn copy_in(client: &Client, sql: &str, data: Vec<u8>) -> Result<u64, String> {
-    let sink = client
-        .copy_in(sql)
-        .await
-        .map_err(|e| e.to_string())?;
+    let sink = client.copy_in(sql).await.map_err(|e| e.to_string())?;
     futures::pin_mut!(sink);
     sink.send(bytes::Bytes::from(data))
         .await

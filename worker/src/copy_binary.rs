@@ -242,7 +242,10 @@ mod tests {
         assert_eq!(numeric_words(1250, 2), vec![2, 0, 0, 2, 12, 5000]);
         assert_eq!(numeric_words(0, 2), vec![0, 0, 0, 2]);
         assert_eq!(numeric_words(-5, 2), vec![1, 0xffff, 0x4000, 2, 500]);
-        assert_eq!(numeric_words(123_456_789, 0), vec![3, 2, 0, 0, 1, 2345, 6789]);
+        assert_eq!(
+            numeric_words(123_456_789, 0),
+            vec![3, 2, 0, 0, 1, 2345, 6789]
+        );
         assert_eq!(numeric_words(100_000_000, 0), vec![1, 2, 0, 0, 1]);
         // 0.00001 at scale 5: the first digit is in the second group after the point.
         assert_eq!(numeric_words(1, 5), vec![1, 0xfffe, 0, 5, 1000]);
@@ -264,7 +267,10 @@ mod tests {
         // Half a microsecond rounds to even, as rint does.
         assert_eq!(timestamp_micros(&t("2000-01-01T00:00:00.0000005Z")), 0);
         assert_eq!(timestamp_micros(&t("2000-01-01T00:00:00.0000025Z")), 2);
-        assert_eq!(timestamp_micros(&t("2000-01-01T00:00:00.999999999Z")), 1_000_000);
+        assert_eq!(
+            timestamp_micros(&t("2000-01-01T00:00:00.999999999Z")),
+            1_000_000
+        );
     }
 
     #[test]
