@@ -1605,14 +1605,6 @@ async fn scenario(cluster: &mut Cluster, log: &mut StepLog) -> Result<()> {
         {
             left.push("ServiceAccount".into());
         }
-        if cluster
-            .api::<PersistentVolumeClaim>()
-            .get_opt(&name("landing"))
-            .await?
-            .is_some()
-        {
-            left.push("landing PVC".into());
-        }
         let pods = cluster
             .api::<Pod>()
             .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={PIPELINE}")))
@@ -1623,6 +1615,27 @@ async fn scenario(cluster: &mut Cluster, log: &mut StepLog) -> Result<()> {
         Ok(())
     })
     .await?;
+    // The landing claim outlives the pipeline too (`landingZone.deleteClaim` is false by
+    // default, so files not yet loaded survive a deletion): it is still there and no
+    // longer owned by the pipeline, ready to be adopted by name.
+    let landing = cluster
+        .api::<PersistentVolumeClaim>()
+        .get_opt(&format!("{PIPELINE}-landing"))
+        .await?
+        .context(
+            "the landing claim was deleted with the pipeline (deleteClaim defaults to false)",
+        )?;
+    ensure!(
+        landing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .all(|o| o.kind != "IngestPipeline"),
+        "the kept landing claim is still owned by the pipeline: {:?}",
+        landing.metadata.owner_references
+    );
+    log.note("landing claim kept (deleteClaim: false), not owned by the deleted pipeline");
     // The workers' checkpoint claims outlive the pipeline on purpose (docs/crd.md). The
     // StatefulSet controller copies its selector labels onto them; the selector docs/crd.md
     // gives for removing them must match every one of them.
