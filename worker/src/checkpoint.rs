@@ -4,7 +4,8 @@
 //! `plans/<batch_id>.json`; after PostgreSQL commits it, `state.json` records the commit
 //! and the plan is removed. Every write is temp file → rename, so after a process crash a
 //! file is either wholly there or absent. `state.json` is also fsync'd (file and
-//! directory) before it is relied on; plans are not: a plan only names the batch to look
+//! directory) when the worker opens the checkpoint and after a commit at most once a
+//! second (`STATE_SYNC_INTERVAL`); plans are not: a plan only names the batch to look
 //! up on restart, and the ledger in PostgreSQL decides what is loaded, so a plan lost or
 //! emptied by a power cut costs nothing but a fresh look at the files (two fsyncs of
 //! about 4 ms each were on the path of every file). On restart the remaining plans are
