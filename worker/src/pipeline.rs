@@ -186,6 +186,7 @@ pub async fn run(
         while let Some(work) = rx.recv().await {
             committer.handle(work).await;
         }
+        committer
     });
     planner.run(tx, shutdown.clone()).await;
 
@@ -194,7 +195,17 @@ pub async fn run(
         "stopping: finishing the batch in flight"
     );
     match tokio::time::timeout(grace, committer_task).await {
-        Ok(_) => tracing::info!("batch in flight finished"),
+        Ok(Ok(mut committer)) => {
+            tracing::info!("batch in flight finished");
+            match committer.checkpoint.sync() {
+                Ok(true) => tracing::info!("checkpoint state synced to disk"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "syncing the checkpoint state failed; the ledger still decides on restart")
+                }
+            }
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "the committer task failed"),
         Err(_) => tracing::warn!(
             "grace period over: abandoning the batch in flight; it is replayed on restart"
         ),
