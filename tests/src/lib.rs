@@ -3,6 +3,7 @@
 //! helpers to find and run the workspace's binaries (`bins`).
 
 pub mod bench_formats;
+pub mod bench_latency;
 pub mod bench_scale;
 pub mod bins;
 pub mod cpu;

@@ -13,16 +13,17 @@
 //!
 //! Timing lives here and not in tests: the figures are reported, not asserted.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use sluice_testkit::bench_latency::{
+    LatencyBench, bench_latency, peak_rss_of, spawn_workers, wait_ready,
+};
 use sluice_testkit::bins::try_bin_path;
 use sluice_testkit::pg::{PgCluster, PgOptions};
-use sluice_testkit::procs::{WorkerProc, WorkerSpec};
 use sluice_testkit::scenario::Dataset;
 
 /// Sluice benchmark: ingest rate versus raw psql \copy, file-to-row latency, worker RSS.
@@ -200,7 +201,15 @@ async fn main() -> Result<()> {
     let latency = if args.no_latency {
         None
     } else {
-        Some(bench_latency(&pg, &root, &args).await?)
+        let params = LatencyBench {
+            rows_per_second: args.latency_rows_per_second,
+            rows_per_file: args.latency_rows_per_file,
+            seconds: args.latency_seconds,
+            bad_row_share: args.bad_row_share,
+            workers: args.workers,
+            worker_args: args.worker_args.clone(),
+        };
+        Some(bench_latency(&pg, &root, &params).await?)
     };
 
     println!();
@@ -367,50 +376,6 @@ struct SluiceRun {
     wal_bytes: f64,
 }
 
-fn spawn_workers(
-    root: &Path,
-    landing: &Path,
-    url: &str,
-    n: usize,
-    tag: &str,
-    extra: &[String],
-) -> Result<Vec<WorkerProc>> {
-    (0..n)
-        .map(|i| {
-            let checkpoint = root.join(format!("ck-{tag}-{i}"));
-            std::fs::create_dir_all(&checkpoint)?;
-            WorkerProc::spawn(WorkerSpec {
-                id: format!("bench-{i}"),
-                landing: landing.to_path_buf(),
-                checkpoint,
-                database_url: url.to_string(),
-                extra: extra
-                    .iter()
-                    .map(|s| s.to_string())
-                    .chain(["--after-commit".into(), "keep".into()])
-                    .collect(),
-                log: root.join(format!("worker-{tag}-{i}.log")),
-            })
-        })
-        .collect()
-}
-
-/// Waits until the workers have migrated (the ledger table exists).
-async fn wait_ready(client: &tokio_postgres::Client) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .query_one("SELECT count(*) FROM sluice_files", &[])
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            bail!("workers did not create the schema within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 /// (b) Sluice ingesting the same files; returns seconds from release to the last commit.
 async fn bench_sluice(
     pg: &PgCluster,
@@ -444,7 +409,7 @@ async fn bench_sluice(
     for m in &data.manifest {
         std::fs::hard_link(data.staging.join(&m.file), staging.join(&m.file))?;
     }
-    let procs = spawn_workers(root, &landing, db.url(), workers, tag, worker_args)?;
+    let procs = spawn_workers(root, &landing, db.url(), workers, tag, worker_args, "keep")?;
     wait_ready(&client).await?;
     client.batch_execute("CHECKPOINT").await?;
     let server_pids = pg.server_pids()?;
@@ -500,135 +465,4 @@ async fn bench_sluice(
         server_cpu_s,
         wal_bytes,
     })
-}
-
-struct Latency {
-    samples: usize,
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    peak_rss_kib: u64,
-}
-
-/// Offers small files at a steady rate and measures rename → visible in `sluice_files`.
-async fn bench_latency(pg: &PgCluster, root: &Path, args: &Args) -> Result<Latency> {
-    let files_per_second =
-        (args.latency_rows_per_second as f64 / args.latency_rows_per_file as f64).max(1.0);
-    let files = (files_per_second * args.latency_seconds as f64).ceil() as u64;
-    eprintln!(
-        "latency run: {files} files of {} rows at {files_per_second:.0} files/s",
-        args.latency_rows_per_file
-    );
-    let data = Dataset::generate(
-        &root.join("latency-data"),
-        files,
-        args.latency_rows_per_file,
-        args.bad_row_share,
-        11,
-    )?;
-    let db = fresh_db(pg).await?;
-    let mut client = db.connect().await?;
-    sluice_worker::migrate::migrate(&mut client).await?;
-    let landing = root.join("landing-latency");
-    std::fs::create_dir_all(&landing)?;
-    let procs = spawn_workers(
-        root,
-        &landing,
-        db.url(),
-        args.workers,
-        "latency",
-        &args.worker_args,
-    )?;
-    wait_ready(&client).await?;
-
-    // Visibility is observed without polling (a poll loop costs the server CPU that the
-    // two cores share with the worker): a trigger on the ledger notifies each file's name,
-    // and PostgreSQL delivers the notification when the batch's transaction commits,
-    // the moment its rows become visible.
-    client
-        .batch_execute(
-            "CREATE FUNCTION sluice_bench_landed() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN PERFORM pg_notify('sluice_bench_landed', NEW.file_name); RETURN NULL; END $$;
-             CREATE TRIGGER sluice_bench_landed AFTER INSERT ON sluice_files
-                 FOR EACH ROW EXECUTE FUNCTION sluice_bench_landed();",
-        )
-        .await?;
-    let (listener, mut landed) =
-        sluice_testkit::pg::listen(db.conn_string(), "sluice_bench_landed").await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
-    let total = files as usize;
-    let poller = tokio::spawn(async move {
-        let _listener = listener;
-        let mut seen: HashMap<String, Instant> = HashMap::new();
-        while seen.len() < total {
-            let Some((name, at)) = landed.recv().await else {
-                break;
-            };
-            seen.entry(name).or_insert(at);
-        }
-        seen
-    });
-
-    let interval = Duration::from_secs_f64(1.0 / files_per_second);
-    let started = Instant::now();
-    for (i, m) in data.manifest.iter().enumerate() {
-        let due = started + interval * i as u32;
-        tokio::time::sleep_until(due.into()).await;
-        std::fs::rename(data.staging.join(&m.file), landing.join(&m.file))?;
-        let _ = tx.send((m.file.clone(), Instant::now()));
-    }
-    drop(tx);
-    let mut renamed = HashMap::new();
-    while let Some((name, at)) = rx.recv().await {
-        renamed.insert(name, at);
-    }
-    let seen = tokio::time::timeout(Duration::from_secs(120), poller)
-        .await
-        .context("rows did not become visible within 2 minutes")??;
-    let peak_rss_kib = peak_rss_of(&procs);
-    drop(procs);
-    let mut ms: Vec<f64> = renamed
-        .iter()
-        .filter_map(|(name, at)| {
-            seen.get(name)
-                .map(|v| v.saturating_duration_since(*at).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    if ms.len() != renamed.len() {
-        bail!(
-            "only {} of {} files became visible",
-            ms.len(),
-            renamed.len()
-        );
-    }
-    ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
-    Ok(Latency {
-        samples: ms.len(),
-        p50_ms: pct(0.5),
-        p90_ms: pct(0.9),
-        p99_ms: pct(0.99),
-        max_ms: pct(1.0),
-        peak_rss_kib,
-    })
-}
-
-/// The largest peak RSS among running workers.
-fn peak_rss_of(procs: &[WorkerProc]) -> u64 {
-    procs
-        .iter()
-        .filter_map(|p| p.pid())
-        .filter_map(peak_rss_kib)
-        .max()
-        .unwrap_or(0)
-}
-
-/// Peak resident set size of a running process, from /proc.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/status"))).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
