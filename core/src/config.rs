@@ -204,7 +204,9 @@ pub enum AfterCommit {
     Archive,
     /// Delete it.
     Delete,
-    /// Leave it where it is (the ledger still prevents a second load).
+    /// Leave it where it is (the ledger still prevents a second load). Every listing of
+    /// the landing directory then walks every file kept so far: for small volumes and
+    /// debugging, not for a steady stream.
     Keep,
 }
 
