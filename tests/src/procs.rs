@@ -191,6 +191,25 @@ impl WorkerProc {
         }
         Ok(())
     }
+
+    /// Waits until the ledger holds `files` files and none is left in this worker's
+    /// landing directory, the worker staying alive; panics with its log's tail otherwise.
+    /// The usual end of a worker test's ingest phase.
+    pub async fn settle(
+        &mut self,
+        client: &tokio_postgres::Client,
+        files: usize,
+        timeout: Duration,
+    ) {
+        let landing = self.spec.landing.clone();
+        let log = self.spec.log.clone();
+        if let Err(e) =
+            crate::scenario::wait_settled(client, &landing, files, timeout, || self.check_alive())
+                .await
+        {
+            panic!("{e}\n{}", tail(&log, 40));
+        }
+    }
 }
 
 impl Drop for WorkerProc {

@@ -11,7 +11,7 @@ use sluice_testkit::pg;
 use sluice_testkit::procs::{
     WorkerProc, WorkerSpec, free_local_addr, http_get, metric_value, tail,
 };
-use sluice_testkit::scenario::{Dataset, wait_settled};
+use sluice_testkit::scenario::Dataset;
 use sluice_testkit::verify;
 
 /// A hand-written file: (row, expected stored (session, type, category) or the reject
@@ -158,11 +158,7 @@ async fn messy_rows_load_cleaned_and_counted_bad_rows_stay_quarantined() {
         .expect("release");
     write_hand_file(&landing, "hand-written.csv");
     let files = data.manifest.len() + 1;
-    wait_settled(&client, &landing, files, Duration::from_secs(90), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    w.settle(&client, files, Duration::from_secs(90)).await;
 
     // The generated files: every valid row once with the values of its line, messy ones
     // cleaned (verify applies the manifest's cleaned values); every bad row quarantined

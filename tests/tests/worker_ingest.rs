@@ -286,11 +286,7 @@ async fn counters_continue_from_the_ledger_after_a_restart() {
     let log = spec.log.clone();
     let mut w = WorkerProc::spawn(spec).expect("worker");
     data.release(&landing, 0..4).expect("release");
-    wait_settled(&client, &landing, 4, Duration::from_secs(60), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    w.settle(&client, 4, Duration::from_secs(60)).await;
     let ledger = client
         .query_one(
             "SELECT sum(rows_loaded)::int8, sum(rows_rejected)::int8 FROM sluice_batches WHERE worker_id = 'w-0'",

@@ -5,8 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sluice_testkit::pg;
-use sluice_testkit::procs::{WorkerProc, WorkerSpec, tail};
-use sluice_testkit::scenario::wait_settled;
+use sluice_testkit::procs::{WorkerProc, WorkerSpec};
 
 fn write_file(dir: &Path, name: &str, categories: &[&str]) {
     let mut text = format!("{}\n", sluice_core::event::HEADER);
@@ -49,11 +48,7 @@ async fn a_file_postgres_refuses_is_set_aside_and_the_batch_goes_on() {
         log: log.clone(),
     })
     .expect("worker");
-    wait_settled(&client, &landing, 3, Duration::from_secs(60), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    w.settle(&client, 3, Duration::from_secs(60)).await;
 
     let rows = client
         .query("SELECT file_name, outcome, rows_loaded, coalesce(failure_reason, '') FROM sluice_files ORDER BY 1", &[])

@@ -7,8 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sluice_testkit::pg;
-use sluice_testkit::procs::{WorkerProc, WorkerSpec, tail};
-use sluice_testkit::scenario::wait_settled;
+use sluice_testkit::procs::{WorkerProc, WorkerSpec};
 
 fn land(dir: &Path, name: &str, good: usize, bad: usize) {
     let mut text = format!("{}\n", sluice_core::event::HEADER);
@@ -47,11 +46,7 @@ async fn files_over_the_reject_share_are_set_aside_whole() {
         log: log.clone(),
     })
     .expect("worker");
-    wait_settled(&client, &landing, 3, Duration::from_secs(60), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    w.settle(&client, 3, Duration::from_secs(60)).await;
 
     let rows = client
         .query(

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice_testkit::bins;
 use sluice_testkit::pg;
-use sluice_testkit::procs::{WorkerProc, WorkerSpec, tail};
-use sluice_testkit::scenario::{land, wait_settled};
+use sluice_testkit::procs::{WorkerProc, WorkerSpec};
+use sluice_testkit::scenario::land;
 
 /// The pipeline's config: `readings` (id, site, celsius), sites limited to `allowed`.
 fn write_config(root: &Path, allowed: &[&str], dedupe: bool) -> PathBuf {
@@ -76,14 +76,8 @@ async fn load(root: &Path, db: &pg::TestDb, config: &Path, files: usize) {
         db.url(),
         &["--config", &config.display().to_string()],
     );
-    let log = spec.log.clone();
-    let landing = spec.landing.clone();
     let mut w = WorkerProc::spawn(spec).expect("worker");
-    wait_settled(&client, &landing, files, Duration::from_secs(60), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    w.settle(&client, files, Duration::from_secs(60)).await;
     w.terminate(Duration::from_secs(20)).expect("worker stops");
 }
 

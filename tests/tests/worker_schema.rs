@@ -300,11 +300,7 @@ async fn headerless_semicolon_files_load_by_position() {
         log: log.clone(),
     })
     .expect("worker");
-    wait_settled(&client, &landing, 1, Duration::from_secs(60), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    w.settle(&client, 1, Duration::from_secs(60)).await;
     let rows = client
         .query("SELECT id, body FROM notes ORDER BY id", &[])
         .await
@@ -476,11 +472,7 @@ async fn every_type_loads_from_every_format() {
         log: log.clone(),
     })
     .expect("worker");
-    wait_settled(&client, &landing, 4, Duration::from_secs(60), || {
-        w.check_alive()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&log, 40)));
+    w.settle(&client, 4, Duration::from_secs(60)).await;
     let rows = client
         .query(
             "SELECT id::text, label, small, medium, large, amount::text, ratio, flag, day::text,
