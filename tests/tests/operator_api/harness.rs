@@ -107,32 +107,45 @@ impl Operator {
         env.create_namespace(ns).await?;
         let client = env.client().await?;
         install_crd(&client).await?;
-
-        let metrics = Metrics::register(&Default::default()).context("registering metrics")?;
-        let health = Health::new();
-        let (stop, stop_rx) = watch::channel(false);
         let opts = RunOptions {
             scope,
             leader: None,
             instance: Some(format!("operator-api-test-{ns}")),
         };
+        Operator::launch(env, client.clone(), ns, client, opts, settings).map(Some)
+    }
+
+    /// Runs the operator in-process on `operator` (its own client: its credentials are
+    /// what the API server authorizes), while the test works with `admin`. `ns` (the
+    /// test's namespace, of [`Operator::api`]) and the CRD must exist.
+    pub fn launch(
+        env: &'static KubeEnv,
+        admin: Client,
+        ns: &str,
+        operator: Client,
+        opts: RunOptions,
+        settings: Settings,
+    ) -> Result<Operator> {
+        let metrics = Metrics::register(&Default::default()).context("registering metrics")?;
+        let health = Health::new();
+        let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(sluice_operator::run_with(
-            client.clone(),
+            operator,
             opts,
             settings,
             metrics.clone(),
             health.clone(),
             stop_rx,
         ));
-        Ok(Some(Operator {
+        Ok(Operator {
             env,
-            client,
+            client: admin,
             ns: ns.to_string(),
             metrics,
             health,
             stop,
             task: Some(task),
-        }))
+        })
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -175,7 +188,16 @@ impl Operator {
 
     /// Creates a pipeline; retries while the fresh CRD is not yet served (404).
     pub async fn create_pipeline(&self, ipl: &IngestPipeline) -> Result<IngestPipeline> {
-        let api = self.api::<IngestPipeline>();
+        self.create_pipeline_in(&self.ns, ipl).await
+    }
+
+    /// [`Operator::create_pipeline`] in namespace `ns`.
+    pub async fn create_pipeline_in(
+        &self,
+        ns: &str,
+        ipl: &IngestPipeline,
+    ) -> Result<IngestPipeline> {
+        let api = Api::<IngestPipeline>::namespaced(self.client.clone(), ns);
         poll(
             "creating the IngestPipeline (the CRD served)",
             Duration::from_secs(30),
@@ -217,15 +239,50 @@ impl Operator {
 
     /// All six children exist.
     pub async fn wait_children(&self) -> Result<Children> {
+        self.wait_children_in(&self.ns).await
+    }
+
+    /// All six children of the pipeline `shop` of namespace `ns` exist.
+    pub async fn wait_children_in(&self, ns: &str) -> Result<Children> {
         let t = CONVERGE;
+        let c = &self.client;
         Ok(Children {
-            service_account: wait_exists(&self.api(), &children::service_account_name(NAME), t)
-                .await?,
-            config_map: wait_exists(&self.api(), &children::config_map_name(NAME), t).await?,
-            landing: wait_exists(&self.api(), &children::landing_claim_name(NAME), t).await?,
-            service: wait_exists(&self.api(), &children::service_name(NAME), t).await?,
-            generator: wait_exists(&self.api(), &children::generator_name(NAME), t).await?,
-            worker: wait_exists(&self.api(), &children::worker_name(NAME), t).await?,
+            service_account: wait_exists(
+                &Api::namespaced(c.clone(), ns),
+                &children::service_account_name(NAME),
+                t,
+            )
+            .await?,
+            config_map: wait_exists(
+                &Api::namespaced(c.clone(), ns),
+                &children::config_map_name(NAME),
+                t,
+            )
+            .await?,
+            landing: wait_exists(
+                &Api::namespaced(c.clone(), ns),
+                &children::landing_claim_name(NAME),
+                t,
+            )
+            .await?,
+            service: wait_exists(
+                &Api::namespaced(c.clone(), ns),
+                &children::service_name(NAME),
+                t,
+            )
+            .await?,
+            generator: wait_exists(
+                &Api::namespaced(c.clone(), ns),
+                &children::generator_name(NAME),
+                t,
+            )
+            .await?,
+            worker: wait_exists(
+                &Api::namespaced(c.clone(), ns),
+                &children::worker_name(NAME),
+                t,
+            )
+            .await?,
         })
     }
 

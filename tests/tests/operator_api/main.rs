@@ -23,15 +23,20 @@
 //! * `pods`: pod templates, the disruption budget, NetworkPolicies;
 //! * `lifecycle`: the finalizer, deletion and garbage collection;
 //! * `namespaces`: `--watch-namespaces`;
+//! * `rbac`: the namespaced mode with only the chart's Roles (`chart` renders it,
+//!   `impersonate` runs the operator as its ServiceAccount);
 //! * `monitoring`: the workers' figures as the Degraded reason, the PodMonitor.
 
+mod chart;
 mod children;
 mod credentials;
 mod fixtures;
 mod harness;
+mod impersonate;
 mod lifecycle;
 mod monitoring;
 mod namespaces;
 mod pods;
+mod rbac;
 mod spec;
 mod status;
