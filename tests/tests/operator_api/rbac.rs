@@ -125,12 +125,16 @@ async fn the_charts_roles_alone_run_the_watched_namespaces() -> Result<()> {
     }
     cnpg_checked(&op, WATCHED[1]).await?;
     let leader = flags.leader.as_ref().context("leader election is on")?;
-    let lease = Api::<Lease>::namespaced(admin.clone(), &leader.namespace)
-        .get(&leader.lease_name)
-        .await
-        .context("the operator's Lease")?;
+    let leases = Api::<Lease>::namespaced(admin.clone(), &leader.namespace);
+    let holder = async || -> Result<Option<String>> {
+        let lease = leases
+            .get(&leader.lease_name)
+            .await
+            .context("the operator's Lease")?;
+        Ok(lease.spec.and_then(|s| s.holder_identity))
+    };
     assert_eq!(
-        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        holder().await?.as_deref(),
         Some(leader.identity.as_str()),
         "the operator holds its Lease"
     );
@@ -161,6 +165,7 @@ async fn the_charts_roles_alone_run_the_watched_namespaces() -> Result<()> {
 
     untouched(&admin, UNWATCHED).await?;
     op.shutdown().await?;
+    assert_eq!(holder().await?, None, "the Lease released on stop");
     let refused = forbidden.take();
     assert!(
         refused.is_empty(),
