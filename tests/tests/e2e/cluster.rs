@@ -52,6 +52,22 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The same cluster and namespace, about another pipeline whose tables live in
+    /// `search_path`.
+    pub fn for_pipeline(&self, pipeline: &str, search_path: Option<&str>) -> Cluster {
+        Cluster {
+            pipeline: pipeline.to_string(),
+            search_path: search_path.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    /// The id the pipeline's ledger rows carry (`<namespace>/<name>`, see the operator's
+    /// `pipeline_config`).
+    pub fn ledger_id(&self) -> String {
+        format!("{}/{}", self.ns, self.pipeline)
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
@@ -134,6 +150,12 @@ impl Cluster {
     pub async fn query_ints(&self, sql: &str) -> Result<Vec<i64>> {
         let out = self.psql(sql).await?;
         parse_int_row(&out).with_context(|| format!("output of {sql}: {out:?}"))
+    }
+
+    /// A query that returns (text, integer) rows, e.g. a count by reason.
+    pub async fn query_counts(&self, sql: &str) -> Result<Vec<(String, i64)>> {
+        let out = self.psql(sql).await?;
+        parse_counts(&out).with_context(|| format!("output of {sql}: {out:?}"))
     }
 
     pub async fn ipl(&self) -> Result<IngestPipeline> {
@@ -262,6 +284,11 @@ pub fn conninfo_value(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// An SQL string literal (standard_conforming_strings: only `'` is doubled).
+pub fn sql_literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
 pub fn first(v: Vec<i64>) -> Result<i64> {
     v.first().copied().context("an empty row")
 }
@@ -278,6 +305,23 @@ pub fn parse_int_row(out: &str) -> Result<Vec<i64>> {
             f.trim()
                 .parse::<i64>()
                 .with_context(|| format!("not an integer: {f:?}"))
+        })
+        .collect()
+}
+
+/// `not_allowed|12\nbad_value|3` → [("not_allowed", 12), ("bad_value", 3)].
+pub fn parse_counts(out: &str) -> Result<Vec<(String, i64)>> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (name, n) = l
+                .rsplit_once('|')
+                .with_context(|| format!("not name|count: {l:?}"))?;
+            let n = n
+                .trim()
+                .parse::<i64>()
+                .with_context(|| format!("not an integer: {n:?}"))?;
+            Ok((name.to_string(), n))
         })
         .collect()
 }
@@ -375,5 +419,12 @@ fn psql_output_parsers() -> Result<()> {
     ensure!(parse_int_row("3|4|-5\n")? == vec![3, 4, -5]);
     ensure!(parse_int_row("x").is_err());
     ensure!(conninfo_value(r"a'b\c") == r"'a\'b\\c'");
+    ensure!(sql_literal("ns/it's") == "'ns/it''s'");
+    ensure!(
+        parse_counts("not_allowed|12\nbad|value|3\n\n")?
+            == vec![("not_allowed".into(), 12), ("bad|value".into(), 3)]
+    );
+    ensure!(parse_counts("")?.is_empty());
+    ensure!(parse_counts("x|y").is_err());
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context as _, Result, ensure};
 use chrono::{DateTime, Utc};
 
 use crate::cluster::{Cluster, DRAIN_TIMEOUT, figures, figures_time};
@@ -214,6 +214,18 @@ pub async fn check_exactly_once(
         ),
     });
     Ok(f)
+}
+
+/// Quarantine by reason, most frequent first (the order `sluice-worker report` lists them).
+pub async fn quarantine_by_reason(cluster: &Cluster) -> Result<Vec<(String, i64)>> {
+    cluster
+        .query_counts(&format!(
+            "SELECT reason, count(*) FROM quarantine WHERE pipeline = {} \
+             GROUP BY reason ORDER BY count(*) DESC, reason",
+            crate::cluster::sql_literal(&cluster.ledger_id())
+        ))
+        .await
+        .context("quarantine by reason")
 }
 
 #[test]

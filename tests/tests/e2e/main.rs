@@ -6,14 +6,20 @@
 //! PostgreSQL and its Secret, the example IngestPipeline with the images under test; rows
 //! arrive and the status is Ready with figures; a worker pod is killed mid-run; workers
 //! scale 2 → 3 → 1 while ingesting; the generator is stopped, the backlog drains and
-//! exactly-once is checked in the database against the generator's own count; suspend
-//! and resume (pods go to zero and come back, files landed meanwhile are loaded); a second
-//! exactly-once check; the pipeline is deleted and its children are garbage-collected.
+//! exactly-once is checked in the database against the generator's own count;
+//! `kubectl sluice status -o json` (the real plugin binary, exec'ing into a worker pod)
+//! must give the same exact totals as the database; suspend and resume (pods go to zero
+//! and come back, files landed meanwhile are loaded); a second exactly-once check; the
+//! pipeline is deleted and its children are garbage-collected. Then a second pipeline with
+//! a declared schema that lacks the cleaning rules its messy rows need: they land in
+//! quarantine, the rules are added, `kubectl sluice replay` moves them, and exactly-once
+//! holds again, with the plugin's status agreeing with the database.
 //!
 //! Modules, one idea each: [`settings`] (the environment), [`steps`] (step log, polling),
 //! [`cluster`] (kube client, kubectl, psql), [`setup`] (chart, namespace, PostgreSQL, the
 //! example), [`generator`] (the oracle: what the generator wrote), [`database`]
-//! (exactly-once in SQL), [`shop`] and [`deletion`] (the parts of the scenario).
+//! (exactly-once in SQL), [`plugin`] (runs `kubectl-sluice`), [`shop`], [`deletion`] and
+//! [`replay`] (the parts of the scenario).
 //!
 //! Environment (the contract of `scripts/e2e-kind`):
 //! * `SLUICE_E2E_KUBECONFIG` — required; without it every test prints a loud SKIPPED line
@@ -22,7 +28,9 @@
 //! * `SLUICE_E2E_CHART_INSTALLED=<namespace>/<release>` when the chart is installed already
 //!   (otherwise the suite runs `scripts/helm upgrade --install` from `charts/sluice`);
 //! * `SLUICE_E2E_POSTGRES_IMAGE` — image of the example PostgreSQL (default: the example's);
-//! * `SLUICE_E2E_KEEP_NAMESPACE=1` — keep the test namespace even when the scenario passes.
+//! * `SLUICE_E2E_KEEP_NAMESPACE=1` — keep the test namespace even when the scenario passes;
+//! * `SLUICE_E2E_PLUGIN` — the `kubectl-sluice` binary (default: the one cargo built next
+//!   to this test, `cargo build -p sluice-operator --bin kubectl-sluice`).
 //!
 //! Run with `--test-threads 1 --nocapture`: every step is logged with its time, and the
 //! step durations are printed at the end.
@@ -31,6 +39,8 @@ mod cluster;
 mod database;
 mod deletion;
 mod generator;
+mod plugin;
+mod replay;
 mod settings;
 mod setup;
 mod shop;
@@ -52,6 +62,9 @@ async fn pipeline_end_to_end() -> Result<()> {
     };
     let mut log = StepLog::new();
     log.step("connect to the cluster");
+    // Before anything is created: a missing plugin binary should not cost a cluster run.
+    let plugin = plugin::binary()?;
+    log.note(format!("kubectl-sluice: {}", plugin.display()));
     let client = client_from_kubeconfig(&settings.kubeconfig).await?;
     let version = client
         .apiserver_version()
@@ -118,6 +131,8 @@ async fn scenario(cluster: &mut Cluster, log: &mut StepLog) -> Result<()> {
 
     shop::run(cluster, log).await?;
     deletion::run(cluster, log).await?;
+    // After the shop pipeline is gone, so that the two never compete for the node.
+    replay::run(cluster, log).await?;
     log.end_step();
     Ok(())
 }

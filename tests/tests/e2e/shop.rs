@@ -1,6 +1,7 @@
 //! The example pipeline (`shop`, the built-in e-commerce table) through a worker kill,
-//! scaling 2 → 3 → 1, a stop and drain, suspend and resume, each time checked for
-//! exactly-once against the generator's own count.
+//! scaling 2 → 3 → 1, a stop and drain, `kubectl sluice status` against the database,
+//! suspend and resume, each time checked for exactly-once against the generator's own
+//! count.
 
 use anyhow::{Context as _, Result, ensure};
 use chrono::Utc;
@@ -17,6 +18,7 @@ use crate::cluster::{
 };
 use crate::database::{check_exactly_once, wait_drained};
 use crate::generator::{generator_identity, stop_generator};
+use crate::plugin;
 use crate::setup::{PIPELINE, example_pipeline};
 use crate::steps::{StepLog, wait_until};
 
@@ -155,6 +157,9 @@ pub async fn run(cluster: &Cluster, log: &mut StepLog) -> Result<()> {
 
     log.step("exactly-once after a worker kill and scaling");
     let first_round = check_exactly_once(cluster, log, generated).await?;
+
+    log.step("kubectl sluice status agrees with the database");
+    plugin::check_status(cluster, log, 1).await?;
 
     log.step("suspend");
     cluster

@@ -54,6 +54,15 @@ impl StepLog {
         eprintln!("[e2e {}]     {}", self.stamp(), msg.as_ref());
     }
 
+    /// A command's output as it was printed, indented, so it can be read (and quoted in
+    /// the docs) from the test log.
+    pub fn capture(&self, command: &str, output: &str) {
+        eprintln!("[e2e {}]     $ {command}", self.stamp());
+        for line in output.lines() {
+            eprintln!("[e2e]     | {line}");
+        }
+    }
+
     pub fn summary(&mut self) {
         self.end_step();
         eprintln!("[e2e] step durations:");
