@@ -15,6 +15,7 @@
 //! dead tuples, autovacuum), the ledger lookup on the large ledger and the archive's
 //! day folder.
 
+pub mod baseline;
 mod plot;
 pub mod probe;
 mod report;
@@ -29,6 +30,7 @@ use anyhow::{Context, Result, bail};
 use crate::pg::PgCluster;
 use crate::procs::{WorkerProc, WorkerSpec, generate};
 use crate::verify::{ManifestFile, read_manifest};
+use baseline::CopyBaseline;
 use probe::{ClaimsStats, Listing, LookupProbe};
 
 /// The worker id of the measured worker (its batches are told apart by it).
@@ -70,6 +72,9 @@ pub struct ScaleArgs {
     /// Scale: skip the steady run.
     #[arg(long)]
     pub scale_no_steady: bool,
+    /// Scale: skip the steady run's baseline (plain COPY of the same rows in 10 slices).
+    #[arg(long)]
+    pub scale_no_copy_baseline: bool,
     /// Scale: where the plot goes (SVG).
     #[arg(long, default_value = "docs/bench-scale.svg")]
     pub scale_svg: PathBuf,
@@ -109,6 +114,8 @@ pub struct SteadyRun {
     pub listing_max: Listing,
     pub archive: Vec<(String, Listing)>,
     pub peak_rss_kib: u64,
+    /// Plain COPY of the same rows in 10 slices, on the same server right after.
+    pub copy: Option<CopyBaseline>,
 }
 
 /// One backlog's figures.
@@ -343,6 +350,16 @@ async fn steady(pg: &PgCluster, bench: &ScaleBench) -> Result<SteadyRun> {
     let events_autovacuums = probe::autovacuums(&client, "events").await?;
     let lookup = probe::ledger_lookup(&client).await?;
     let archive = probe::archive_days(&landing)?;
+    let copy = if a.scale_no_copy_baseline {
+        None
+    } else {
+        // The run's events table is not vacuumed behind the baseline's back: that would
+        // compete for the disk and the cores with the COPYs (and it cancels one running).
+        client
+            .batch_execute("ALTER TABLE events SET (autovacuum_enabled = false)")
+            .await?;
+        Some(baseline::copy_baseline(pg, &client, valid_rows, &dir.join("copy")).await?)
+    };
     Ok(SteadyRun {
         files,
         valid_rows,
@@ -358,6 +375,7 @@ async fn steady(pg: &PgCluster, bench: &ScaleBench) -> Result<SteadyRun> {
         listing_max,
         archive,
         peak_rss_kib,
+        copy,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The scale benchmark's plot, an SVG with two panels: the steady run's rows/s per
-//! tenth of the rows (with the 90 % line of the first slice), and backlog drain time
+//! tenth of the rows (with the 90 % line of the first slice, and plain COPY's slices of
+//! the same rows when measured), and backlog drain time
 //! against backlog size (with the straight line through the smallest backlog that a
 //! linear drain would follow).
 
@@ -13,6 +14,7 @@ use super::ScaleReport;
 const SIZE: (u32, u32) = (960, 420);
 const LINE: RGBColor = RGBColor(31, 119, 180);
 const REFERENCE: RGBColor = RGBColor(200, 80, 60);
+const BASELINE: RGBColor = RGBColor(90, 90, 90);
 
 /// Writes the plot of `report` to `path`; a run left out leaves its panel with a note.
 pub fn write_svg(path: &Path, report: &ScaleReport) -> Result<()> {
@@ -41,8 +43,19 @@ fn steady_panel(area: &Area<'_>, report: &ScaleReport) -> Result<()> {
         return note(area, "steady run not measured");
     };
     let thousands: Vec<f64> = steady.slices.iter().map(|r| r / 1000.0).collect();
+    let copy: Vec<f64> = steady
+        .copy
+        .as_ref()
+        .map(|c| c.slices.iter().map(|r| r / 1000.0).collect())
+        .unwrap_or_default();
     let first = thousands[0];
-    let top = thousands.iter().copied().fold(first, f64::max) * 1.15;
+    let top = thousands
+        .iter()
+        .chain(&copy)
+        .copied()
+        .filter(|r| r.is_finite())
+        .fold(first, f64::max)
+        * 1.15;
     let n = thousands.len() as f64;
     let caption = format!(
         "{:.0}M rows, ledger seeded with {:.1}M files",
@@ -76,8 +89,21 @@ fn steady_panel(area: &Area<'_>, report: &ScaleReport) -> Result<()> {
             .point_size(3),
         )
         .map_err(plot_error)?
-        .label("rows/s in the slice")
+        .label("Sluice, rows/s in the slice")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], LINE.stroke_width(2)));
+    if !copy.is_empty() {
+        chart
+            .draw_series(
+                LineSeries::new(
+                    copy.iter().enumerate().map(|(i, r)| (i as f64 + 1.0, *r)),
+                    BASELINE.stroke_width(2),
+                )
+                .point_size(3),
+            )
+            .map_err(plot_error)?
+            .label("plain COPY of the same rows, same run")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BASELINE.stroke_width(2)));
+    }
     chart
         .draw_series(LineSeries::new(
             [(0.5, first * 0.9), (n + 0.5, first * 0.9)],

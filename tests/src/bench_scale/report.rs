@@ -2,6 +2,7 @@
 //! and the backlog table with the drain's linearity.
 
 use super::ScaleReport;
+use super::baseline::CopyBaseline;
 use super::probe::{ClaimsStats, Listing};
 
 /// The report `sluice-bench --scale` prints.
@@ -34,29 +35,7 @@ pub fn format_report(r: &ScaleReport) -> String {
             s.valid_rows as f64 / s.seconds,
             s.peak_rss_kib as f64 / 1024.0
         ));
-        out.push_str("  slice |     rows/s | ratio to slice 1\n");
-        let first = s.slices.first().copied().unwrap_or(f64::NAN);
-        for (i, rate) in s.slices.iter().enumerate() {
-            out.push_str(&format!(
-                "  {:>5} | {:>10.0} | {:>6.2}\n",
-                i + 1,
-                rate,
-                rate / first
-            ));
-        }
-        let lowest = s.slices.iter().copied().fold(f64::INFINITY, f64::min);
-        let last = s.slices.last().copied().unwrap_or(f64::NAN);
-        let mut sorted = s.slices.clone();
-        sorted.sort_by(f64::total_cmp);
-        // The median is steadier than slice 1, which also holds the pipeline's start.
-        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
-        out.push_str(&format!(
-            "  lowest slice / first: {:.2} (goal >= 0.90); last / first: {:.2}; lowest / median: {:.2}; last / median: {:.2}\n",
-            lowest / first,
-            last / first,
-            lowest / median,
-            last / median
-        ));
+        out.push_str(&slice_table(&s.slices, s.copy.as_ref()));
         out.push_str(&format!(
             "  claims table: largest {}; at the end {}\n",
             claims(&s.claims_max),
@@ -110,4 +89,114 @@ pub fn format_report(r: &ScaleReport) -> String {
         }
     }
     out
+}
+
+/// The lowest, the last and the median of `slices`, each as a ratio to the first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SliceRatios {
+    pub lowest: f64,
+    pub last: f64,
+    pub median: f64,
+}
+
+/// [`SliceRatios`] of a run's slices (NaN for an empty run).
+pub fn slice_ratios(slices: &[f64]) -> SliceRatios {
+    let first = slices.first().copied().unwrap_or(f64::NAN);
+    let mut sorted = slices.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    SliceRatios {
+        lowest: sorted.first().copied().unwrap_or(f64::NAN) / first,
+        last: slices.last().copied().unwrap_or(f64::NAN) / first,
+        median: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN) / first,
+    }
+}
+
+/// The steady run's slices, next to plain COPY's of the same rows when measured.
+fn slice_table(slices: &[f64], copy: Option<&CopyBaseline>) -> String {
+    let mut out = String::new();
+    let first = slices.first().copied().unwrap_or(f64::NAN);
+    let copy_slices = copy.map(|c| c.slices.as_slice()).unwrap_or(&[]);
+    let copy_first = copy_slices.first().copied().unwrap_or(f64::NAN);
+    if copy_slices.is_empty() {
+        out.push_str("  slice |  Sluice rows/s | / slice 1\n");
+    } else {
+        out.push_str(
+            "  slice |  Sluice rows/s | / slice 1 |    COPY rows/s | / slice 1 | Sluice / COPY\n",
+        );
+    }
+    for (i, rate) in slices.iter().enumerate() {
+        out.push_str(&format!(
+            "  {:>5} | {:>14.0} | {:>9.2}",
+            i + 1,
+            rate,
+            rate / first
+        ));
+        if let Some(c) = copy_slices.get(i) {
+            out.push_str(&format!(
+                " | {:>14.0} | {:>9.2} | {:>13.2}",
+                c,
+                c / copy_first,
+                rate / c
+            ));
+        }
+        out.push('\n');
+    }
+    let r = slice_ratios(slices);
+    // The median is steadier than slice 1, which also holds the pipeline's start.
+    out.push_str(&format!(
+        "  Sluice: lowest slice / first {:.2} (goal >= 0.90); last / first {:.2}; median / first {:.2}; lowest / median {:.2}\n",
+        r.lowest,
+        r.last,
+        r.median,
+        r.lowest / r.median
+    ));
+    if let Some(c) = copy.filter(|c| !c.slices.is_empty()) {
+        let cr = slice_ratios(&c.slices);
+        out.push_str(&format!(
+            "  COPY:   lowest slice / first {:.2}; last / first {:.2}; median / first {:.2}; lowest / median {:.2} ({} rows in {:.1} s, {:.0} rows/s, binary COPY into a fresh database right after)\n",
+            cr.lowest,
+            cr.last,
+            cr.median,
+            cr.lowest / cr.median,
+            c.rows,
+            c.seconds,
+            c.rows as f64 / c.seconds
+        ));
+        out.push_str(&format!(
+            "  Sluice's ratios over COPY's (1.00 = the decline is the server's and the disk's): lowest {:.2}, last {:.2}, median {:.2}\n",
+            r.lowest / cr.lowest,
+            r.last / cr.last,
+            r.median / cr.median
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_to_the_first_slice() {
+        let r = slice_ratios(&[100.0, 50.0, 80.0, 90.0]);
+        assert_eq!(r.lowest, 0.5);
+        assert_eq!(r.last, 0.9);
+        assert_eq!(r.median, 0.9);
+        assert!(slice_ratios(&[]).lowest.is_nan());
+    }
+
+    #[test]
+    fn the_table_shows_copy_next_to_sluice_when_measured() {
+        let copy = CopyBaseline {
+            rows: 100,
+            seconds: 1.0,
+            slices: vec![200.0, 100.0],
+            export_seconds: 0.0,
+        };
+        let with = slice_table(&[100.0, 50.0], Some(&copy));
+        assert!(with.contains("Sluice / COPY"), "{with}");
+        assert!(with.contains("Sluice's ratios over COPY's"), "{with}");
+        let without = slice_table(&[100.0, 50.0], None);
+        assert!(!without.contains("COPY"), "{without}");
+    }
 }
