@@ -50,6 +50,9 @@ pub struct Committer {
     pub shared: Arc<Shared>,
     pub dirs: LandingDirs,
     ctx: CommitContext,
+    /// When to vacuum the claims and make sure the planner has statistics (see
+    /// [`ledger::UpkeepClock`]).
+    upkeep: ledger::UpkeepClock,
 }
 
 /// What one attempt's failure means for the retry loop.
@@ -71,6 +74,7 @@ impl Committer {
                 landing: shared.settings.landing_dir.clone(),
             },
             ctx: shared.settings.commit_context(),
+            upkeep: ledger::UpkeepClock::default(),
         }
     }
 
@@ -394,6 +398,52 @@ impl Committer {
         }
         let names: Vec<String> = batch.plan.files.iter().map(|f| f.name.clone()).collect();
         self.shared.remove_in_flight(names.iter());
+        if summary.committed {
+            self.upkeep.note(summary.owned().count() as u64);
+            self.upkeep_if_due().await;
+        }
+    }
+
+    /// Vacuums the claims table and gives the planner statistics when due, after a
+    /// commit and on the committer's connection (at most a few milliseconds every
+    /// thousand files). A failure costs nothing but a later pass: the tables only get
+    /// slower to use, never wrong, and the next commit deals with a lost connection.
+    async fn upkeep_if_due(&mut self) {
+        let now = Instant::now();
+        if !self.upkeep.due(now) {
+            return;
+        }
+        let Some(client) = self.db.current() else {
+            return;
+        };
+        self.shared.watchdog.enter(Role::Committer);
+        let pass = ledger::upkeep(client).await;
+        self.shared.watchdog.leave(Role::Committer);
+        match pass {
+            Ok(pass) if !pass.allowed => {
+                tracing::info!(
+                    "this role does not own sluice_claims and sluice_files: leaving their vacuum and statistics to autovacuum"
+                );
+                self.upkeep.disable();
+            }
+            Ok(pass) => {
+                if pass.analyzed_ledger {
+                    tracing::info!(
+                        "sluice_files had no planner statistics; analyzed it so that ledger lookups use its key"
+                    );
+                }
+                tracing::debug!(
+                    ms = now.elapsed().as_millis() as u64,
+                    stats_ok = pass.stats_ok,
+                    "vacuumed the claims table"
+                );
+                self.upkeep.ran(now, pass.stats_ok);
+            }
+            Err(e) => {
+                tracing::warn!(error = %describe_pg_error(&e), "vacuuming the claims table failed; trying again later");
+                self.upkeep.ran(now, false);
+            }
+        }
     }
 
     pub(crate) fn count_rows(&self, summary: &CommitSummary) {

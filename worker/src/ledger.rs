@@ -340,6 +340,136 @@ pub async fn batch_committed(
     Ok(row.is_some())
 }
 
+/// Files committed between two upkeep passes, at the least: a pass costs a few
+/// milliseconds, so it runs at most every few batches.
+pub const UPKEEP_EVERY_FILES: u64 = 1_000;
+/// Least time between two vacuums of the claims table once the planner has statistics.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When the worker looks after its own tables (see [`upkeep`]). Pure bookkeeping: the
+/// committer notes the files it commits and asks whether a pass is due.
+///
+/// Why the worker does it at all: without planner statistics PostgreSQL guesses that
+/// `file_name = ANY($names)` keeps most rows, and serves the ledger lookup, the claim
+/// and the claims' delete by scanning every entry of the pipeline in the primary key,
+/// so each batch cost O(files so far) and a backlog drained in O(n²) (100,000 files:
+/// the lookup went from 8 to 43 ms a batch). Autovacuum would analyze the tables, but
+/// it visits a database once a minute at best (`autovacuum_naptime`), and a fresh
+/// database with a backlog is drained, or well into it, by then. The claims table also
+/// takes every file's claim and its delete: 100,000 dead rows per 100,000 files until a
+/// vacuum.
+#[derive(Debug, Clone, Default)]
+pub struct UpkeepClock {
+    files_since: u64,
+    last: Option<std::time::Instant>,
+    /// Both tables had planner statistics at the last pass.
+    stats_ok: bool,
+    /// Set once the session turned out not to be allowed to vacuum the tables.
+    disabled: bool,
+}
+
+impl UpkeepClock {
+    /// `files` more committed.
+    pub fn note(&mut self, files: u64) {
+        self.files_since = self.files_since.saturating_add(files);
+    }
+
+    /// Whether a pass is due: after [`UPKEEP_EVERY_FILES`] files; while statistics are
+    /// missing at once, else at most every [`UPKEEP_EVERY`].
+    pub fn due(&self, now: std::time::Instant) -> bool {
+        !self.disabled
+            && self.files_since >= UPKEEP_EVERY_FILES
+            && (!self.stats_ok
+                || self
+                    .last
+                    .is_none_or(|t| now.saturating_duration_since(t) >= UPKEEP_EVERY))
+    }
+
+    /// A pass ran at `now`; `stats_ok` tells whether both tables have statistics now.
+    pub fn ran(&mut self, now: std::time::Instant, stats_ok: bool) {
+        self.files_since = 0;
+        self.last = Some(now);
+        self.stats_ok = stats_ok;
+    }
+
+    /// No more passes (the session may not vacuum the tables).
+    pub fn disable(&mut self) {
+        self.disabled = true;
+    }
+}
+
+/// What one [`upkeep`] pass found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpkeepPass {
+    /// False when this session may not vacuum or analyze the tables (not their owner's
+    /// role nor the database owner's): PostgreSQL would skip them with a warning, so
+    /// nothing was run and autovacuum alone looks after them.
+    pub allowed: bool,
+    /// `sluice_files` had no statistics and was analyzed.
+    pub analyzed_ledger: bool,
+    /// Both tables have planner statistics on `file_name` after the pass.
+    pub stats_ok: bool,
+}
+
+/// Whether `table`'s `file_name` column has planner statistics (`pg_stats`, which
+/// unlike `pg_statistic` any role that may read the column can see).
+async fn has_stats(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (
+                 SELECT 1 FROM pg_stats s
+                 JOIN pg_namespace n ON n.nspname = s.schemaname
+                 JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+                 WHERE c.oid = $1::text::regclass AND s.attname = 'file_name')",
+            &[&table],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// One upkeep pass on the committer's connection, outside any transaction (VACUUM
+/// cannot run in one): vacuums and analyzes `sluice_claims`, and analyzes `sluice_files`
+/// while it has no statistics (afterwards autovacuum keeps them: a unique name stays
+/// unique however the ledger grows). `SKIP_LOCKED` leaves a table another session is
+/// vacuuming or altering to the next pass instead of waiting for it. Analyzing an empty
+/// table records no statistics, and old ones are kept, so a pass that finds the claims
+/// table empty is simply repeated later.
+pub async fn upkeep(client: &Client) -> Result<UpkeepPass, tokio_postgres::Error> {
+    let allowed: bool = client
+        .query_one(
+            "SELECT bool_and(pg_has_role(c.relowner, 'USAGE'))
+                    OR (SELECT pg_has_role(d.datdba, 'USAGE') FROM pg_database d
+                        WHERE d.datname = current_database())
+             FROM pg_class c
+             WHERE c.oid IN ('sluice_claims'::regclass, 'sluice_files'::regclass)",
+            &[],
+        )
+        .await?
+        .get::<_, Option<bool>>(0)
+        .unwrap_or(false);
+    if !allowed {
+        return Ok(UpkeepPass::default());
+    }
+    // One statement per call: a multi-statement string is one transaction block.
+    client
+        .batch_execute("VACUUM (SKIP_LOCKED, ANALYZE) sluice_claims")
+        .await?;
+    let mut analyzed_ledger = false;
+    if !has_stats(client, "sluice_files").await? {
+        client
+            .batch_execute("ANALYZE (SKIP_LOCKED) sluice_files")
+            .await?;
+        analyzed_ledger = true;
+    }
+    let stats_ok =
+        has_stats(client, "sluice_files").await? && has_stats(client, "sluice_claims").await?;
+    Ok(UpkeepPass {
+        allowed: true,
+        analyzed_ledger,
+        stats_ok,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +514,27 @@ mod tests {
         let legacy = vec![entry(&[], Outcome::Loaded)];
         assert!(pick(&legacy, &new).is_some());
         assert_eq!(hex(&[0xab, 0x01]), "ab01");
+    }
+
+    #[test]
+    fn upkeep_runs_every_thousand_files_and_then_at_most_every_ten_seconds() {
+        let t0 = std::time::Instant::now();
+        let mut clock = UpkeepClock::default();
+        assert!(!clock.due(t0), "nothing committed yet");
+        clock.note(999);
+        assert!(!clock.due(t0));
+        clock.note(1);
+        assert!(clock.due(t0));
+        // Statistics still missing: the next thousand files bring the next pass.
+        clock.ran(t0, false);
+        clock.note(1_000);
+        assert!(clock.due(t0 + std::time::Duration::from_millis(100)));
+        // With statistics, a vacuum of the claims every ten seconds is enough.
+        clock.ran(t0, true);
+        clock.note(5_000);
+        assert!(!clock.due(t0 + std::time::Duration::from_secs(9)));
+        assert!(clock.due(t0 + UPKEEP_EVERY));
+        clock.disable();
+        assert!(!clock.due(t0 + UPKEEP_EVERY * 10));
     }
 }
