@@ -162,3 +162,55 @@ async fn a_role_that_does_not_own_the_tables_leaves_them_to_autovacuum() {
         "the upkeep was tried anyway:\n{log}"
     );
 }
+
+/// Claims a previous run of the same worker left behind (it was killed between claiming
+/// files and giving back those it found loaded already, or the database was away when it
+/// gave them back) are released when the worker starts again; another worker's claims
+/// are not touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_releases_the_claims_of_its_previous_run() {
+    let cluster = pg::shared().await;
+    let db = cluster.create_database().await.expect("database");
+    let mut client = db.connect().await.expect("connect");
+    sluice_worker::migrate::migrate(&mut client)
+        .await
+        .expect("migrations");
+    client
+        .batch_execute(
+            "INSERT INTO sluice_claims (pipeline, file_name, worker_id, claimed_at) VALUES
+                 ('default', 'loaded-long-ago.csv', 'w-0', now()),
+                 ('default', 'another-one.csv', 'w-0', now()),
+                 ('default', 'someone-elses.csv', 'w-1', now())",
+        )
+        .await
+        .expect("stale claims");
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(root.path().join("landing")).expect("landing");
+    let mut w = spawn(root.path(), db.url());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        w.check_alive().expect("worker alive");
+        let mine = scalar(
+            &client,
+            "SELECT count(*) FROM sluice_claims WHERE worker_id = 'w-0'",
+        )
+        .await;
+        if mine == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "w-0's {mine} stale claims are still there after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM sluice_claims WHERE worker_id = 'w-1'"
+        )
+        .await,
+        1,
+        "another worker's claim must stay"
+    );
+}

@@ -177,6 +177,18 @@ pub async fn run(
     for plan in pending {
         recovery::settle_pending(&mut committer, &mut planner, plan).await;
     }
+    // Claims still under this id belong to the previous run, which nothing continues now
+    // that its plans are settled: a worker killed between claiming files and giving back
+    // those it found loaded already would otherwise leave them for good.
+    if let Some(client) = planner.control.current() {
+        match ledger::release_claims(client, &settings.pipeline, &settings.worker_id, None).await {
+            Ok(n) if n > 0 => {
+                tracing::info!(claims = n, "released claims left by the previous run")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "could not release the previous run's claims"),
+        }
+    }
 
     let heartbeat = tokio::spawn(heartbeat(shared.clone(), shutdown.clone()));
     let (tx, rx) = mpsc::channel::<Work>(1);

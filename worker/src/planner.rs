@@ -70,6 +70,9 @@ enum Known {
     Skip,
 }
 
+/// Claims owed back that the planner remembers while the database is away.
+const MAX_UNRELEASED: usize = 4096;
+
 pub struct Planner {
     pub shared: Arc<Shared>,
     pub dirs: LandingDirs,
@@ -82,6 +85,10 @@ pub struct Planner {
     first_seen: HashMap<String, Instant>,
     read_retries: Backoffs<String>,
     last_prune: Option<Instant>,
+    /// Claims meant to be given back while the database was unreachable: given back with
+    /// the next release. Left alone they would stay for good, as nobody claims a file
+    /// that is already loaded and archived.
+    unreleased: Vec<String>,
 }
 
 impl Planner {
@@ -97,6 +104,7 @@ impl Planner {
             first_seen: HashMap::new(),
             read_retries: Backoffs::new(Duration::from_secs(1), Duration::from_secs(30)),
             last_prune: None,
+            unreleased: Vec::new(),
         }
     }
 
@@ -110,6 +118,7 @@ impl Planner {
             if *shutdown.borrow() {
                 return;
             }
+            self.release_owed().await;
             self.shared.watchdog.enter(Role::Planner);
             self.prune_archive_hourly();
             // After a batch, the next one comes from the rest of the kept listing; after
@@ -432,6 +441,8 @@ impl Planner {
 
     /// Claims `names`; None when the database refused (retried on the next pass).
     async fn claim(&mut self, names: &[String]) -> Option<Vec<String>> {
+        // A claim owed back from earlier must not cancel the one taken now.
+        self.unreleased.retain(|n| !names.contains(n));
         let s = &self.shared.settings;
         let (pipeline, worker_id, timeout) = (
             s.pipeline.clone(),
@@ -487,17 +498,40 @@ impl Planner {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    /// Gives our claims on `names` back (files left for later or settled already).
+    /// Gives our claims on `names` back (files left for later or settled already), with
+    /// any that could not be given back before.
     async fn release(&mut self, names: &[String]) {
-        if names.is_empty() {
+        let mut all = std::mem::take(&mut self.unreleased);
+        all.extend(
+            names
+                .iter()
+                .filter(|n| !all.contains(n))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        if all.is_empty() {
             return;
         }
         let s = &self.shared.settings;
         let (pipeline, worker_id) = (s.pipeline.clone(), s.worker_id.clone());
-        if let Some(client) = self.control.current()
-            && let Err(e) = ledger::release_claims(client, &pipeline, &worker_id, Some(names)).await
-        {
-            tracing::debug!(error = %e, "could not release claims; they expire");
+        let released = match self.control.current() {
+            Some(client) => ledger::release_claims(client, &pipeline, &worker_id, Some(&all))
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("no connection".to_string()),
+        };
+        if let Err(e) = released {
+            tracing::debug!(error = %e, claims = all.len(), "could not release claims; trying again with the next release");
+            // Bounded: a database away for long keeps the most recent names only.
+            let keep_from = all.len().saturating_sub(MAX_UNRELEASED);
+            self.unreleased = all.split_off(keep_from);
+        }
+    }
+
+    /// Gives back claims owed from earlier, if any (once per planner pass).
+    async fn release_owed(&mut self) {
+        if !self.unreleased.is_empty() {
+            self.release(&[]).await;
         }
     }
 
